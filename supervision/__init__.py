@@ -1,0 +1,1 @@
+"""OTP supervision for Pykka actors: supervisors, monitors, links, a registry, process actors."""

@@ -1,0 +1,86 @@
+"""Suite-wide leak checks: after every test, nothing the test started may still be running.
+
+Checked after each test (with a short grace period for things that are already on their way
+out): no Pykka actor registered, no new thread alive, no child process of this test process, no
+new shared-memory segment in /dev/shm. A test that leaks fails, naming what it left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pykka
+import pytest
+
+GRACE_SECONDS = 5.0
+SHM_DIR = Path("/dev/shm")
+
+
+def _shm_segments() -> set[str]:
+    if not SHM_DIR.is_dir():
+        return set()
+    return {p.name for p in SHM_DIR.iterdir() if not p.name.startswith("sem.")}
+
+
+def _child_pids() -> set[int]:
+    """Live (or zombie) direct children of this process, read from /proc."""
+    me = os.getpid()
+    children: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name may contain spaces or parentheses: split after the last ')'.
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == me:
+            children.add(int(entry.name))
+    return children
+
+
+def _leaks(threads_before: set[threading.Thread], shm_before: set[str], procs_before: set[int]):
+    threads = {t for t in threading.enumerate() if t.is_alive()} - threads_before
+    actors = pykka.ActorRegistry.get_all()
+    procs = _child_pids() - procs_before
+    shm = _shm_segments() - shm_before
+    return threads, actors, procs, shm
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    threads_before = set(threading.enumerate())
+    shm_before = _shm_segments()
+    procs_before = _child_pids()
+    yield
+    if request.node.get_closest_marker("allow_leaks"):
+        return
+    deadline = time.monotonic() + GRACE_SECONDS
+    while True:
+        threads, actors, procs, shm = _leaks(threads_before, shm_before, procs_before)
+        if not (threads or actors or procs or shm) or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    problems = []
+    if actors:
+        problems.append(f"actors still registered: {actors}")
+        pykka.ActorRegistry.stop_all(block=True, timeout=5)
+    if threads:
+        problems.append(f"threads still alive: {sorted(t.name for t in threads)}")
+    if procs:
+        problems.append(f"child processes still alive: {sorted(procs)}")
+    if shm:
+        problems.append(f"shared-memory segments left in /dev/shm: {sorted(shm)}")
+    if problems:
+        pytest.fail("leak after test: " + "; ".join(problems), pytrace=False)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "allow_leaks: skip the leak check (only for tests that check leaks themselves)"
+    )
