@@ -1,0 +1,24 @@
+"""Process-backed actors: a Pykka actor whose behaviour runs in its own OS process.
+
+Start one with :func:`start` (``start(MyActor, *args, **kwargs)``) or, under a supervisor, with
+``kind="process"`` in its child spec. See :mod:`supervision.process.handle` for the design.
+"""
+
+from supervision.process.errors import DeadlineExceeded, RemoteError
+from supervision.process.handle import (
+    ProcessActorProxy,
+    ProcessActorRef,
+    ProcessOptions,
+    ensure_forkserver,
+    start,
+)
+
+__all__ = [
+    "DeadlineExceeded",
+    "ProcessActorProxy",
+    "ProcessActorRef",
+    "ProcessOptions",
+    "RemoteError",
+    "ensure_forkserver",
+    "start",
+]
