@@ -1,8 +1,10 @@
 """Suite-wide leak checks: after every test, nothing the test started may still be running.
 
 Checked after each test (with a short grace period for things that are already on their way
-out): no Pykka actor registered, no new thread alive, no child process of this test process, no
-new shared-memory segment in /dev/shm. A test that leaks fails, naming what it left behind.
+out): no Pykka actor registered, no new thread alive, no descendant process of this test
+process, no new shared-memory segment in /dev/shm; with the ``no_fd_leaks`` fixture, no new open
+file descriptor. A test that leaks fails, naming what it left behind. The forkserver that process
+actors are started from is started once per session, before the first test.
 """
 
 from __future__ import annotations
@@ -27,9 +29,12 @@ def _shm_segments() -> set[str]:
 
 
 def _child_pids() -> set[int]:
-    """Live (or zombie) direct children of this process, read from /proc."""
-    me = os.getpid()
-    children: set[int] = set()
+    """Live (or zombie) descendants of this process, read from /proc.
+
+    Descendants, not only children: process actors are forked by the forkserver (a child of
+    this process), so an actor left running is a grandchild.
+    """
+    children_of: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -39,9 +44,19 @@ def _child_pids() -> set[int]:
             continue
         # The command name may contain spaces or parentheses: split after the last ')'.
         fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == me:
-            children.add(int(entry.name))
-    return children
+        children_of.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [os.getpid()]
+    while todo:
+        for child in children_of.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _open_fds() -> set[int]:
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
 
 
 def _leaks(threads_before: set[threading.Thread], shm_before: set[str], procs_before: set[int]):
@@ -50,6 +65,38 @@ def _leaks(threads_before: set[threading.Thread], shm_before: set[str], procs_be
     procs = _child_pids() - procs_before
     shm = _shm_segments() - shm_before
     return threads, actors, procs, shm
+
+
+@pytest.fixture(scope="session", autouse=True)
+def forkserver() -> None:
+    """Start the process actors' forkserver (and the resource tracker) once, before the first
+    test's snapshot: they live for the whole session and are not a test's leak."""
+    from supervision.process import ensure_forkserver
+
+    ensure_forkserver()
+
+
+@pytest.fixture
+def no_fd_leaks() -> Iterator[None]:
+    """Fail a test that leaves file descriptors open (pipes, sentinels, mappings' fds).
+
+    Opt-in (``pytest.mark.usefixtures("no_fd_leaks")``): fds of lazily started shared services
+    would count as a leak in tests that do not start those services themselves.
+    """
+    before = _open_fds()
+    yield
+    deadline = time.monotonic() + GRACE_SECONDS
+    while (leaked := _open_fds() - before) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if leaked:
+        targets = {}
+        for fd in sorted(leaked):
+            try:
+                targets[fd] = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+        if targets:
+            pytest.fail(f"leak after test: file descriptors still open: {targets}", pytrace=False)
 
 
 @pytest.fixture(autouse=True)

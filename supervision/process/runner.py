@@ -25,6 +25,7 @@ import pickle
 import signal
 import sys
 from collections.abc import Callable, Mapping
+from multiprocessing import forkserver
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -44,9 +45,16 @@ _HIGHEST = pickle.HIGHEST_PROTOCOL
 def die_with_parent(expected_parent: int) -> None:
     """Have the kernel SIGKILL this process when its parent (the forkserver) dies.
 
-    The forkserver itself exits when the process that started it dies, so together with EOF on
-    the command pipe this leaves no orphan even when the user's process is SIGKILLed.
+    The forkserver exits when the write end of its "alive" pipe closes, which happens when the
+    process that started it dies, but every forkserver child inherits a copy of that end (so
+    that it could use the forkserver too): closed here, or no actor busy in a handler would
+    ever die with its user. With EOF on the command pipe for idle actors, this leaves no
+    orphan even when the user's process is SIGKILLed.
     """
+    server = forkserver._forkserver
+    if server._forkserver_alive_fd is not None:
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_alive_fd = None
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
