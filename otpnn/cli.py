@@ -1,0 +1,17 @@
+"""The `otpnn` command: a click group; subcommands live in small modules (cli_data, ...)."""
+
+from __future__ import annotations
+
+import click
+
+from otpnn import __version__
+from otpnn.cli_data import data
+
+
+@click.group()
+@click.version_option(__version__, prog_name="otpnn")
+def main() -> None:
+    """Parallel neural-network training as an OTP-style supervision tree of actors."""
+
+
+main.add_command(data)

@@ -1,0 +1,17 @@
+"""The MLP: flat parameters, per-shard gradients, in-order reduction, SGD, evaluation."""
+
+from otpnn.model.mlp import Workspace, evaluate, reduce_in_order, shard_gradient
+from otpnn.model.params import init_params, layer_views, num_params, params_sha256
+from otpnn.model.sgd import SGD
+
+__all__ = [
+    "SGD",
+    "Workspace",
+    "evaluate",
+    "init_params",
+    "layer_views",
+    "num_params",
+    "params_sha256",
+    "reduce_in_order",
+    "shard_gradient",
+]

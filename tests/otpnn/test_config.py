@@ -1,0 +1,65 @@
+import json
+
+import pytest
+
+from otpnn.config import ConfigError, TrainConfig
+
+
+def test_defaults_and_derived_values():
+    cfg = TrainConfig()
+    assert cfg.effective_shard_size == 16
+    assert cfg.layer_sizes == (784, 128, 64, 10)
+    assert TrainConfig(batch_size=10).effective_shard_size == 3
+    assert TrainConfig(batch_size=64, shard_size=64).effective_shard_size == 64
+
+
+def test_dict_round_trip_is_json_friendly():
+    cfg = TrainConfig(hidden=(32,), dataset="synthetic", lr=0.5, workers=2)
+    d = json.loads(json.dumps(cfg.to_dict()))
+    assert d["hidden"] == [32]
+    assert TrainConfig.from_dict(d) == cfg
+
+
+def test_from_dict_rejects_unknown_fields():
+    with pytest.raises(ConfigError, match=r"unknown config field\(s\) 'learning_rate'"):
+        TrainConfig.from_dict({"learning_rate": 0.1})
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "allowed"),
+    [
+        ("dataset", "cifar", "one of 'mnist', 'synthetic'"),
+        ("epochs", 0, "integer >= 1"),
+        ("epochs", 2.5, "integer >= 1"),
+        ("batch_size", True, "integer >= 1"),
+        ("shard_size", 0, "integer >= 1"),
+        ("shard_size", 65, "at most batch_size"),
+        ("lr", 0.0, "> 0.0"),
+        ("lr", float("nan"), "finite number"),
+        ("momentum", 1.0, "< 1.0"),
+        ("weight_decay", -1e-4, ">= 0.0"),
+        ("hidden", (128, 0), "positive integers"),
+        ("activation", "tanh", "'relu', 'sigmoid'"),
+        ("dtype", "float16", "'float32', 'float64'"),
+        ("workers", 0, "integer >= 1"),
+        ("backend", "ray", "'thread', 'process'"),
+        ("seed", -1, "integer >= 0"),
+        ("synthetic_train", 0, "integer >= 1"),
+        ("checkpoint_every", -1, "integer >= 0"),
+        ("data_dir", 5, "directory path"),
+    ],
+)
+def test_validation_names_field_value_and_what_is_allowed(field, value, allowed):
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(**{field: value})
+    msg = str(err.value)
+    assert msg.startswith(f"invalid {field}={value!r}")
+    assert allowed in msg
+    assert isinstance(err.value, ValueError)
+
+
+def test_hidden_list_becomes_tuple_and_config_is_frozen():
+    cfg = TrainConfig.from_dict({"hidden": [8, 4]})
+    assert cfg.hidden == (8, 4)
+    with pytest.raises(AttributeError):
+        cfg.lr = 1.0  # type: ignore[misc]
