@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+
+from otpnn.model import SGD
+
+
+def test_plain_sgd_uses_the_mean_gradient():
+    p = np.array([1.0, 2.0], np.float32)
+    SGD(lr=0.5).step(p, np.array([4.0, -8.0], np.float32), batch_len=4)
+    assert p.tolist() == [1.0 - 0.5 * 1.0, 2.0 + 0.5 * 2.0]
+    assert p.dtype == np.float32
+
+
+def test_momentum_and_weight_decay_follow_the_documented_recurrence():
+    lr, mu, wd = 0.1, 0.9, 0.01
+    opt = SGD(lr, mu, wd)
+    p = np.array([1.0, -1.0])
+    expected, v = p.copy(), np.zeros(2)
+    for grad_sum in ([2.0, 2.0], [0.0, 4.0], [-2.0, 1.0]):
+        g = np.array(grad_sum) / 2 + wd * expected
+        v = mu * v + g
+        expected = expected - lr * v
+        opt.step(p, np.array(grad_sum), batch_len=2)
+        np.testing.assert_allclose(p, expected, rtol=1e-15)
+    np.testing.assert_allclose(opt.state_arrays()["velocity"], v, rtol=1e-15)
+
+
+def test_state_round_trip_resumes_identically():
+    grads = [np.array([1.0, 3.0]), np.array([-2.0, 0.5]), np.array([0.25, 0.25])]
+    a, pa = SGD(0.1, 0.9), np.array([0.0, 1.0])
+    for g in grads:
+        a.step(pa, g, 1)
+    b, pb = SGD(0.1, 0.9), np.array([0.0, 1.0])
+    b.step(pb, grads[0], 1)
+    c = SGD(0.1, 0.9)
+    c.load_state({k: v.copy() for k, v in b.state_arrays().items()})
+    for g in grads[1:]:
+        c.step(pb, g, 1)
+    assert pa.tobytes() == pb.tobytes()
+    assert SGD(0.1).state_arrays() == {}
+    with pytest.raises(ValueError, match="unknown optimizer state"):
+        c.load_state({"m": np.zeros(2)})
