@@ -42,7 +42,9 @@ def serve() -> Iterator[Callable[[Path], str]]:
     def start(directory: Path) -> str:
         handler = functools.partial(_QuietHandler, directory=str(directory))
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
+        thread = threading.Thread(
+            target=server.serve_forever, args=(0.05,), name="test-http", daemon=True
+        )
         thread.start()
         servers.append((server, thread))
         return f"http://127.0.0.1:{server.server_address[1]}/"
