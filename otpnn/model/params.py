@@ -6,6 +6,7 @@ one add, one update, one checksum. Layer l owns W_l (in, out) followed by b_l (o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 from collections.abc import Sequence
@@ -15,21 +16,27 @@ import numpy as np
 Sizes = Sequence[int]
 
 
+@functools.cache
+def _layout(sizes: tuple[int, ...]) -> tuple[int, tuple[tuple[int, int, int, int], ...]]:
+    """(total, per layer (w_start, b_start, b_stop, out)): computed once per architecture,
+    because layer_views runs twice per shard on the hot path."""
+    layers, off = [], 0
+    for i, o in itertools.pairwise(sizes):
+        layers.append((off, off + i * o, off + i * o + o, o))
+        off += i * o + o
+    return off, tuple(layers)
+
+
 def num_params(sizes: Sizes) -> int:
-    return sum(i * o + o for i, o in itertools.pairwise(sizes))
+    return _layout(tuple(sizes))[0]
 
 
 def layer_views(flat: np.ndarray, sizes: Sizes) -> list[tuple[np.ndarray, np.ndarray]]:
     """(W, b) views into `flat` (writes through); W is (in, out) so a layer is x @ W + b."""
-    if flat.ndim != 1 or flat.size != num_params(sizes):
+    total, layers = _layout(tuple(sizes))
+    if flat.ndim != 1 or flat.size != total:
         raise ValueError(f"flat vector of {flat.size} values does not fit layer sizes {sizes}")
-    views, off = [], 0
-    for i, o in itertools.pairwise(sizes):
-        w = flat[off : off + i * o].reshape(i, o)
-        off += i * o
-        views.append((w, flat[off : off + o]))
-        off += o
-    return views
+    return [(flat[w:b].reshape(-1, o), flat[b:end]) for w, b, end, o in layers]
 
 
 def init_params(
