@@ -104,17 +104,26 @@ def find_mnist(data_dir: str | os.PathLike | None = None) -> Path:
     raise DataError(f"MNIST not found ({found}).\n{where_to_put(dirs)}")
 
 
-def _verified(path: Path, ndim: int) -> tuple[np.ndarray, str]:
-    """Parse (structure first: its errors say more) then compare with MNIST's checksum."""
+def _parse(path: Path, ndim: int) -> tuple[np.ndarray, bytes]:
+    """Structure of one file (its errors say more than a checksum mismatch); also the raw bytes."""
     raw = read_bytes(path)
-    data = parse_idx(path, decompress(path, raw), ndim)
+    arr = parse_idx(path, decompress(path, raw), ndim)
+    if ndim == 3 and arr.shape[1:] != (28, 28):
+        raise DataError(f"{path}: images are {arr.shape[1]}x{arr.shape[2]}, expected 28x28")
+    if ndim == 1 and arr.size and arr.max() > 9:
+        raise DataError(f"{path}: label {arr.max()} out of range, expected 0..9")
+    return arr, raw
+
+
+def _checksum(path: Path, raw: bytes) -> str:
+    """MNIST's known SHA-256, so another dataset in the same format is never used silently."""
     digest = hashlib.sha256(raw).hexdigest()
     if digest != SHA256[path.name]:
         raise DataError(
             f"{path}: SHA-256 {digest} does not match MNIST's {SHA256[path.name]} "
             "(a different or modified file; delete it and fetch again)"
         )
-    return data, digest
+    return digest
 
 
 def load_mnist(directory: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -131,24 +140,22 @@ def _load(directory: Path) -> tuple[dict[str, np.ndarray], list[VerifiedFile]]:
     missing = _missing(directory)
     if missing:
         raise DataError(f"{directory}: missing {', '.join(missing)}.\n{where_to_put([directory])}")
-    arrays, report = {}, []
+    arrays, raws = {}, {}
     for role, base in FILES.items():
         path = _locate(directory, base)
-        ndim = 3 if role.endswith("images") else 1
-        arr, digest = _verified(path, ndim)
-        if ndim == 3 and arr.shape[1:] != (28, 28):
-            raise DataError(f"{path}: images are {arr.shape[1]}x{arr.shape[2]}, expected 28x28")
-        if ndim == 1 and arr.size and arr.max() > 9:
-            raise DataError(f"{path}: label {arr.max()} out of range, expected 0..9")
-        arrays[role] = arr.reshape(len(arr), -1) if ndim == 3 else arr
-        report.append(VerifiedFile(path, digest, arr.shape))
+        arrays[role], raws[path] = _parse(path, 3 if role.endswith("images") else 1)
     for split in ("train", "test"):
         n_img, n_lab = len(arrays[f"{split}_images"]), len(arrays[f"{split}_labels"])
         if n_img != n_lab:
             raise DataError(
                 f"{directory}: {split} has {n_img} images but {n_lab} labels; they must match"
             )
-    return arrays, report
+    report = [
+        VerifiedFile(path, _checksum(path, raw), arr.shape)
+        for (path, raw), arr in zip(raws.items(), arrays.values(), strict=True)
+    ]
+    flat = {k: v.reshape(len(v), -1) if v.ndim == 3 else v for k, v in arrays.items()}
+    return flat, report
 
 
 def fetch_mnist(
@@ -169,7 +176,7 @@ def fetch_mnist(
         path = _locate(directory, base)
         if path is not None:
             try:
-                _verified(path, 3 if role.endswith("images") else 1)
+                _checksum(path, _parse(path, 3 if role.endswith("images") else 1)[1])
                 continue
             except DataError:
                 pass  # replaced below by a verified download

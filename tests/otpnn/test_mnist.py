@@ -78,7 +78,8 @@ def test_real_mnist_loads_verified(mnist_dir):
 
 
 def _small_mnist_like(src: Path, dst: Path, n_test: int, n_labels: int) -> None:
-    """Real train files' names but a mismatched test split (checked before any checksum)."""
+    """Real train files; a small stand-in test split (structure and counts are checked before
+    checksums, so their errors are the ones reported)."""
     dst.mkdir()
     for name in GZ[:2]:
         shutil.copy(src / name, dst / name)
