@@ -480,9 +480,7 @@ class SupervisorActor(Actor):
             raise ChildNotFoundError(f"supervisor {self.sup_id}: no child {key!r}")
         return child
 
-    def _log(
-        self, event: str, child: _Child, handle: ActorHandle | None, **extra: Any
-    ) -> None:
+    def _log(self, event: str, child: _Child, handle: ActorHandle | None, **extra: Any) -> None:
         log.info(
             event,
             supervisor=self.sup_id,
@@ -653,4 +651,3 @@ def _check_specs(children: Sequence[ChildSpec]) -> list[ChildSpec]:
             raise ValueError(f"duplicate child id {spec.id!r}")
         seen.add(spec.id)
     return specs
-
