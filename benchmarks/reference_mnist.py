@@ -1,6 +1,6 @@
 """Benchmark the serial reference on real MNIST: accuracy per epoch and epoch time, 1 BLAS thread.
 
-    python benchmarks/reference_mnist.py [--data-dir DIR] [--epochs 5] [--lr 0.1] [--json out.json]
+    python benchmarks/reference_mnist.py [--data-dir DIR] [--epochs 5] [--shard-size 16] [--json F]
 
 Epoch seconds cover the training loop only (not the test evaluation). BLAS is pinned to one
 thread (threadpoolctl), as inside each worker of the actor trainer, so this is the per-core
@@ -28,13 +28,15 @@ from otpnn.reference import train_reference
 @click.option("--data-dir", default=None, help="MNIST directory (default: the usual search).")
 @click.option("--epochs", default=5, show_default=True)
 @click.option("--batch-size", default=TrainConfig.batch_size, show_default=True)
+@click.option("--shard-size", default=None, type=int, help="Default: ceil(batch_size / 4).")
 @click.option("--lr", default=TrainConfig.lr, show_default=True)
 @click.option("--momentum", default=TrainConfig.momentum, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "json_path", default=None, help="Also write the results here.")
-def main(data_dir, epochs, batch_size, lr, momentum, seed, json_path) -> None:
+def main(data_dir, epochs, batch_size, shard_size, lr, momentum, seed, json_path) -> None:
     cfg = TrainConfig(
-        data_dir=data_dir, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+        data_dir=data_dir, epochs=epochs, batch_size=batch_size, shard_size=shard_size, lr=lr,
+        momentum=momentum,
         seed=seed,
     )  # fmt: skip
     try:

@@ -24,6 +24,7 @@ class Workspace:
         self.x = np.empty((rows, sizes[0]), dtype)
         self.acts = [np.empty((rows, o), dtype) for o in sizes[1:]]
         self.deltas = [np.empty((rows, o), dtype) for o in sizes[1:-1]]
+        self.rows = np.arange(rows)
 
 
 _local = threading.local()
@@ -60,12 +61,13 @@ def _forward(views, activation: str, ws: Workspace) -> np.ndarray:
     return a
 
 
-def _softmax_xent(logits: np.ndarray, y: np.ndarray) -> tuple[float, int, np.ndarray]:
+def _softmax_xent(
+    logits: np.ndarray, y: np.ndarray, rows: np.ndarray
+) -> tuple[float, int, np.ndarray]:
     """Turn logits into probabilities in place; return (loss sum, correct, probabilities).
 
     Loss per sample is logsumexp(z) - z_y, computed after subtracting the row max (no overflow).
     """
-    rows = np.arange(len(y))
     correct = int(np.count_nonzero(logits.argmax(axis=1) == y))
     logits -= logits.max(axis=1, keepdims=True)
     z_y = logits[rows, y]
@@ -101,13 +103,13 @@ def shard_gradient(
     views = layer_views(params_flat, sizes)
     grads = layer_views(grad_out, sizes)
     _scale_inputs(x_u8_rows, ws)
-    loss, correct, delta = _softmax_xent(_forward(views, activation, ws), y)
-    delta[np.arange(rows), y] -= 1  # d(loss)/d(logits) = softmax - onehot
+    loss, correct, delta = _softmax_xent(_forward(views, activation, ws), y, ws.rows)
+    delta[ws.rows, y] -= 1  # d(loss)/d(logits) = softmax - onehot
     for k in range(len(views) - 1, -1, -1):
         a_prev = ws.x if k == 0 else ws.acts[k - 1]
         gw, gb = grads[k]
         np.matmul(a_prev.T, delta, out=gw)
-        np.sum(delta, axis=0, out=gb)
+        np.add.reduce(delta, axis=0, out=gb)
         if k:
             back = ws.deltas[k - 1]
             np.matmul(delta, views[k][0].T, out=back)
@@ -147,7 +149,7 @@ def evaluate(
         x, y = images_u8[start : start + chunk], labels[start : start + chunk]
         ws = _workspace(sizes, len(y), params.dtype)
         _scale_inputs(x, ws)
-        chunk_loss, chunk_correct, _ = _softmax_xent(_forward(views, activation, ws), y)
+        chunk_loss, chunk_correct, _ = _softmax_xent(_forward(views, activation, ws), y, ws.rows)
         loss += chunk_loss
         correct += chunk_correct
     n = max(len(labels), 1)

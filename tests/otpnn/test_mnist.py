@@ -97,6 +97,13 @@ def test_modified_or_mismatched_files_are_named(tmp_path, mnist_dir):
         DataError, match=r"t10k-images-idx3-ubyte: SHA-256 [0-9a-f]+ does not match"
     ):
         verify_mnist(bad)
+    labels = tmp_path / "labels"
+    _small_mnist_like(mnist_dir, labels, 10, 10)
+    raw = bytearray((labels / FILES["test_labels"]).read_bytes())
+    raw[-1] = 12
+    (labels / FILES["test_labels"]).write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: label 12 out of range"):
+        verify_mnist(labels)
     other = tmp_path / "other"
     shutil.copytree(mnist_dir, other)
     raw = gzip.decompress((other / GZ[3]).read_bytes())
