@@ -1,8 +1,13 @@
+import hashlib
 import itertools
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from otpnn.config import TrainConfig
 from otpnn.model import (
@@ -161,6 +166,32 @@ def test_params_sha256_is_over_raw_bytes():
     a = np.arange(4, dtype=np.float32)
     assert params_sha256(a) == params_sha256(a.copy())
     assert params_sha256(a) != params_sha256(a.astype(np.float64))
-    import hashlib
-
     assert params_sha256(a) == hashlib.sha256(a.tobytes()).hexdigest()
+
+
+CHILD = """
+import sys
+import numpy as np
+from otpnn.model import init_params, params_sha256, shard_gradient
+sizes = (784, 128, 64, 10)
+rng = np.random.default_rng(0)
+x = rng.integers(0, 256, (16, 784), dtype=np.uint8)
+y = rng.integers(0, 10, 16, dtype=np.uint8)
+params = init_params(sizes, 0)
+grad = np.empty_like(params)
+loss, correct = shard_gradient(params, sizes, "relu", x, y, grad)
+print(params_sha256(grad), loss.hex(), correct)
+"""
+
+
+def test_shard_gradient_is_bit_identical_in_another_process():
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD], capture_output=True, text=True, env=env, check=True
+    ).stdout.split()
+    x, y = _batch(16)
+    params = init_params((784, 128, 64, 10), 0)
+    grad = np.empty_like(params)
+    with threadpool_limits(1):
+        loss, correct = shard_gradient(params, (784, 128, 64, 10), "relu", x, y, grad)
+    assert child == [params_sha256(grad), loss.hex(), str(correct)]
