@@ -59,11 +59,15 @@ class Worker(Actor):
         raise Crash(f"{self.name} via proxy")
 
 
-def crash(handle: ActorHandle) -> None:
-    """Crash a child and wait until its exit has been reported to its monitors."""
+def crash(handle: ActorHandle, sup: Any = None) -> None:
+    """Crash a child and wait until its exit has been reported to its monitors; with ``sup``,
+    also until that supervisor has handled it (an ask is answered after the DOWN before it),
+    so that a fake clock moved afterwards cannot move under the restart."""
     with contextlib.suppress(Crash):
         handle.ask("crash", timeout=5)
     assert handle.join(5)
+    if sup is not None:
+        sup.count_children()
 
 
 def exit_normally(handle: ActorHandle) -> None:

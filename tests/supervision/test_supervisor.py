@@ -103,7 +103,7 @@ def test_exceeding_intensity_stops_children_and_exits_with_shutdown(events: list
     clock = FakeClock()
     sup = Supervisor.start_link(specs(events, "a", "b"), max_restarts=3, max_seconds=5, clock=clock)
     for _ in range(3):
-        crash(child_ref(sup, "a"))
+        crash(child_ref(sup, "a"), sup)
         clock.advance(1)
     b = child_ref(sup, "b")
     events.clear()
@@ -127,7 +127,7 @@ def test_restarts_outside_the_window_do_not_accumulate(events: list) -> None:
     clock = FakeClock()
     sup = Supervisor.start_link(specs(events, "a"), max_restarts=1, max_seconds=5, clock=clock)
     for _ in range(5):
-        crash(child_ref(sup, "a"))
+        crash(child_ref(sup, "a"), sup)
         clock.advance(6)
     assert sup.is_alive()
     assert sup.which_children()[0].restarts == 5
