@@ -38,7 +38,7 @@ def verify(directory: Path | None) -> None:
     with _clear_errors():
         for f in verify_mnist(directory or find_mnist()):
             shape = "x".join(map(str, f.shape))
-            click.echo(f"ok  {f.path}  {shape}  sha256={f.sha256}")
+            click.echo(f"ok  {f.path}  {shape}  content-sha256={f.sha256}")
 
 
 @data.command()

@@ -3,7 +3,8 @@
 Search order: (1) an explicit directory (--data-dir), (2) $OTPNN_DATA_DIR, (3) the per-user cache
 ($XDG_CACHE_HOME/otpnn/mnist, default ~/.cache/otpnn/mnist). A directory counts when it holds all
 four files, each gzipped or raw under its standard name. Every file is checked for structure and
-against MNIST's known SHA-256, so another dataset in the same format is never silently used.
+its (decompressed) content against MNIST's known SHA-256, so another dataset in the same format is
+never silently used, whichever way a mirror compressed it.
 Downloads go to the cache, are verified before they are written, and are written atomically.
 """
 
@@ -31,12 +32,9 @@ FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-# Known checksums, in the format of `sha256sum` (SHA256SUMS), of both the gzipped and raw files.
+# SHA-256 of the decompressed IDX content (as in SHA256SUMS). Content, not the .gz bytes, is what
+# is checked: mirrors and local copies gzip the same data differently.
 _SUMS = """
-0b367032e93c5d0cea0925647cfdb18614af8ee15f83e6f2fc2ad904a6835971  train-images-idx3-ubyte.gz
-1787548bbe0bff1ec2ecdc0ef292b02df999e2d1a6002d27500982c652b17203  train-labels-idx1-ubyte.gz
-1a1a05eab793c14bb050b398624a11b0ffd1a2953baed553b1b9bd079e2a20be  t10k-images-idx3-ubyte.gz
-b91679a0acfe4ba0e50a2437a903084cba1f5f92592b016a25a7dfd00455798b  t10k-labels-idx1-ubyte.gz
 ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db  train-images-idx3-ubyte
 65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5  train-labels-idx1-ubyte
 0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7  t10k-images-idx3-ubyte
@@ -105,22 +103,23 @@ def find_mnist(data_dir: str | os.PathLike | None = None) -> Path:
 
 
 def _parse(path: Path, ndim: int) -> tuple[np.ndarray, bytes]:
-    """Structure of one file (its errors say more than a checksum mismatch); also the raw bytes."""
-    raw = read_bytes(path)
-    arr = parse_idx(path, decompress(path, raw), ndim)
+    """Structure of one file (its errors say more than a checksum mismatch); also its content."""
+    content = decompress(path, read_bytes(path))
+    arr = parse_idx(path, content, ndim)
     if ndim == 3 and arr.shape[1:] != (28, 28):
         raise DataError(f"{path}: images are {arr.shape[1]}x{arr.shape[2]}, expected 28x28")
     if ndim == 1 and arr.size and arr.max() > 9:
         raise DataError(f"{path}: label {arr.max()} out of range, expected 0..9")
-    return arr, raw
+    return arr, content
 
 
-def _checksum(path: Path, raw: bytes) -> str:
+def _checksum(path: Path, content: bytes) -> str:
     """MNIST's known SHA-256, so another dataset in the same format is never used silently."""
-    digest = hashlib.sha256(raw).hexdigest()
-    if digest != SHA256[path.name]:
+    digest = hashlib.sha256(content).hexdigest()
+    expected = SHA256[path.name.removesuffix(".gz")]
+    if digest != expected:
         raise DataError(
-            f"{path}: SHA-256 {digest} does not match MNIST's {SHA256[path.name]} "
+            f"{path}: content SHA-256 {digest} does not match MNIST's {expected} "
             "(a different or modified file; delete it and fetch again)"
         )
     return digest
@@ -140,10 +139,10 @@ def _load(directory: Path) -> tuple[dict[str, np.ndarray], list[VerifiedFile]]:
     missing = _missing(directory)
     if missing:
         raise DataError(f"{directory}: missing {', '.join(missing)}.\n{where_to_put([directory])}")
-    arrays, raws = {}, {}
+    arrays, contents = {}, {}
     for role, base in FILES.items():
         path = _locate(directory, base)
-        arrays[role], raws[path] = _parse(path, 3 if role.endswith("images") else 1)
+        arrays[role], contents[path] = _parse(path, 3 if role.endswith("images") else 1)
     for split in ("train", "test"):
         n_img, n_lab = len(arrays[f"{split}_images"]), len(arrays[f"{split}_labels"])
         if n_img != n_lab:
@@ -151,8 +150,8 @@ def _load(directory: Path) -> tuple[dict[str, np.ndarray], list[VerifiedFile]]:
                 f"{directory}: {split} has {n_img} images but {n_lab} labels; they must match"
             )
     report = [
-        VerifiedFile(path, _checksum(path, raw), arr.shape)
-        for (path, raw), arr in zip(raws.items(), arrays.values(), strict=True)
+        VerifiedFile(path, _checksum(path, content), arr.shape)
+        for (path, content), arr in zip(contents.items(), arrays.values(), strict=True)
     ]
     flat = {k: v.reshape(len(v), -1) if v.ndim == 3 else v for k, v in arrays.items()}
     return flat, report
@@ -188,18 +187,22 @@ def _download(
     name: str, directory: Path, mirrors: Sequence[str], progress: bool, timeout: float
 ) -> None:
     failures = []
+    expected = SHA256[name.removesuffix(".gz")]
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + name
         try:
             data = _get(url, name, progress, timeout)
+            digest = hashlib.sha256(decompress(Path(name), data)).hexdigest()
         except (urllib.error.URLError, OSError, ValueError) as e:
             failures.append(f"{url}: {getattr(e, 'reason', e)}")
             continue
-        digest = hashlib.sha256(data).hexdigest()
-        if digest == SHA256[name]:
+        except DataError as e:
+            failures.append(f"{url}: {e}")
+            continue
+        if digest == expected:
             write_atomic(directory / name, data)
             return
-        failures.append(f"{url}: SHA-256 {digest} does not match the expected {SHA256[name]}")
+        failures.append(f"{url}: content SHA-256 {digest} does not match the expected {expected}")
     raise DataError(
         f"could not download {name}: "
         + "; ".join(failures or ["no mirrors given"])

@@ -94,7 +94,7 @@ def test_modified_or_mismatched_files_are_named(tmp_path, mnist_dir):
     bad = tmp_path / "bad"
     _small_mnist_like(mnist_dir, bad, 10, 10)
     with pytest.raises(
-        DataError, match=r"t10k-images-idx3-ubyte: SHA-256 [0-9a-f]+ does not match"
+        DataError, match=r"t10k-images-idx3-ubyte: content SHA-256 [0-9a-f]+ does not match"
     ):
         verify_mnist(bad)
     labels = tmp_path / "labels"
@@ -115,22 +115,32 @@ def test_modified_or_mismatched_files_are_named(tmp_path, mnist_dir):
 
 def test_download_from_local_mirror_verified_and_atomic(tmp_path, serve, mnist_dir):
     good = serve(mnist_dir)
-    corrupt_dir = tmp_path / "corrupt-mirror"
-    shutil.copytree(mnist_dir, corrupt_dir)
+    corrupt_dir = tmp_path / "corrupt-mirror"  # valid gzip, one pixel changed: only a checksum
+    corrupt_dir.mkdir()  # of the content can tell
     for name in GZ:
-        data = bytearray((corrupt_dir / name).read_bytes())
-        data[len(data) // 2] ^= 0x01
-        (corrupt_dir / name).write_bytes(bytes(data))
+        content = bytearray(gzip.decompress((mnist_dir / name).read_bytes()))
+        content[-1] ^= 0x01
+        (corrupt_dir / name).write_bytes(gzip.compress(bytes(content), compresslevel=1))
+    truncated_dir = tmp_path / "truncated-mirror"
+    truncated_dir.mkdir()
+    for name in GZ:
+        (truncated_dir / name).write_bytes((mnist_dir / name).read_bytes()[:5000])
+    truncated = serve(truncated_dir)
     corrupt = serve(corrupt_dir)
 
     only_bad = tmp_path / "only-bad"
     with pytest.raises(DataError) as err:
-        fetch_mnist(only_bad, [corrupt], progress=False)
-    assert "SHA-256" in str(err.value)
-    assert "does not match the expected" in str(err.value)
+        fetch_mnist(only_bad, [corrupt, truncated], progress=False)
+    msg = str(err.value)
+    assert msg.startswith("could not download train-images-idx3-ubyte.gz: ")
+    assert f"{corrupt}train-images-idx3-ubyte.gz: content SHA-256" in msg
+    assert "does not match the expected ba891046" in msg
+    assert f"{truncated}train-images-idx3-ubyte.gz: train-images-idx3-ubyte.gz: corrupted" in msg
     assert list(only_bad.iterdir()) == []  # no half or unverified file left behind
 
-    target = fetch_mnist(None, [corrupt, good], progress=False)  # falls through to the good one
+    target = fetch_mnist(
+        None, [corrupt, truncated, good], progress=False
+    )  # falls through to the good one
     assert target == cache_dir()
     assert sorted(p.name for p in target.iterdir()) == sorted(GZ)
     assert len(verify_mnist(target)) == 4
