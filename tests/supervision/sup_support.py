@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import pykka
+
 from supervision import Actor, ActorHandle
 
 
@@ -67,6 +69,12 @@ def crash(handle: ActorHandle, sup: Any = None) -> None:
         handle.ask("crash", timeout=5)
     assert handle.join(5)
     if sup is not None:
+        sync(sup)
+
+
+def sync(sup: Any) -> None:
+    """Return once ``sup`` has handled every message sent to it before (or has exited)."""
+    with contextlib.suppress(pykka.ActorDeadError):
         sup.count_children()
 
 
