@@ -63,8 +63,17 @@ def _leaks(threads_before: set[threading.Thread], shm_before: set[str], procs_be
     threads = {t for t in threading.enumerate() if t.is_alive()} - threads_before
     actors = pykka.ActorRegistry.get_all()
     procs = _child_pids() - procs_before
-    shm = _shm_segments() - shm_before
+    shm = {name for name in _shm_segments() - shm_before if not _foreign(name, procs)}
     return threads, actors, procs, shm
+
+
+def _foreign(segment: str, descendants: set[int]) -> bool:
+    """A SharedArray segment (``otpnn_<pid>_...``) made by a process outside this test run,
+    e.g. another test run on the same machine: not this test's leak."""
+    parts = segment.split("_")
+    if len(parts) < 3 or parts[0] != "otpnn" or not parts[1].isdigit():
+        return False
+    return int(parts[1]) != os.getpid() and int(parts[1]) not in descendants
 
 
 @pytest.fixture(scope="session", autouse=True)

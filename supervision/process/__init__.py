@@ -12,6 +12,7 @@ from supervision.process.handle import (
     ensure_forkserver,
     start,
 )
+from supervision.spawn import register_kind
 
 __all__ = [
     "DeadlineExceeded",
@@ -22,3 +23,5 @@ __all__ = [
     "ensure_forkserver",
     "start",
 ]
+
+register_kind("process", lambda actor_class, args, kwargs: start(actor_class, *args, **kwargs))

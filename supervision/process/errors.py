@@ -31,7 +31,7 @@ class RemoteError(Exception):
         return f"{self.type_name}: {self.message}\n\nRemote traceback:\n{self.remote_traceback}"
 
 
-class DeadlineExceeded(Exception):  # noqa: N818 - an exit reason, like ExitedWithCode
+class DeadlineExceeded(Exception):
     """Exit reason of a process actor killed because an ask's deadline ran out.
 
     Only used when the actor was started with ``ask_deadline_is_failure``: the actor is then

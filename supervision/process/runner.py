@@ -4,9 +4,9 @@ Runs in the actor's own OS process (started by the forkserver, see :mod:`.handle
 is dispatched through Pykka's ``Actor._handle_receive``, so ``ProxyCall``/``ProxyGetAttr``/
 ``ProxySetAttr`` and ``on_receive`` behave exactly as in a thread actor. Lifecycle:
 
-- ``__init__`` then ``on_start`` run here, before the first message; a failure in either is a
-  crash (the parent's ``spawn`` raises for ``__init__``, monitors see the exception for
-  ``on_start``);
+- ``__init__`` then ``on_start`` run here, before the first message and before the parent's
+  ``start`` returns (as OTP's ``start_link`` waits for ``init``): a failure in either makes
+  ``start`` raise it (``on_failure`` runs for an ``on_start`` failure);
 - on a stop request: ``on_stop``, reply, exit 0;
 - an exception escaping a handler (tell, ask or proxy call) crashes the actor (let it crash):
   the asker gets the exception first, then ``on_failure`` runs, the parent is sent the exception
@@ -92,10 +92,16 @@ def run(
         actor_class, args, kwargs = pickle.loads(payload)
         actor = actor_class(*args, **kwargs)
         actor.actor_urn = urn
-        conn.send_bytes(_dumps((READY, 0, True, introspect(actor)), _HIGHEST))
     except Exception as exc:
         conn.send_bytes(_dumps((READY, 0, False, portable(exc)), _HIGHEST))
         _exit(conn, CRASH_EXIT_CODE)
+    try:
+        actor.on_start()
+    except Exception as exc:
+        err = portable(exc)
+        conn.send_bytes(_dumps((READY, 0, False, err), _HIGHEST))
+        _exit(conn, _crash(conn, actor, exc, err))
+    conn.send_bytes(_dumps((READY, 0, True, introspect(actor)), _HIGHEST))
     _exit(conn, _serve(conn, actor))
 
 
@@ -109,11 +115,7 @@ def _exit(conn: Connection, code: int) -> None:
 
 
 def _serve(conn: Connection, actor: Any) -> int:
-    """Run hooks and messages until a stop request (0), a crash or a lost parent (non-zero)."""
-    try:
-        actor.on_start()
-    except Exception as exc:
-        return _crash(conn, actor, exc)
+    """Run messages until a stop request (0), a crash or a lost parent (non-zero)."""
     recv, send, handle = conn.recv_bytes, conn.send_bytes, actor._handle_receive
     loads = pickle.loads
     while True:

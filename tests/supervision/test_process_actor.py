@@ -367,3 +367,16 @@ def test_no_orphans_when_the_parent_is_sigkilled(tmp_path: Path) -> None:
     while not all(_gone(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [p for p in pids if not _gone(p)] == []
+
+
+class FailsOnStart(Echo):
+    def on_start(self) -> None:
+        super().on_start()
+        raise RuntimeError("cannot start")
+
+
+def test_on_start_failure_raises_from_start_after_on_failure(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    with pytest.raises(RuntimeError, match="cannot start"):
+        start(FailsOnStart, 0, str(log))
+    assert log.read_text() == "start\nfailure RuntimeError\n"
