@@ -40,4 +40,4 @@ def _propagate(down: Down, to: ActorHandle, traps_exits: bool) -> None:
         if traps_exits:
             to.tell(Exit(down.actor_urn, down.reason, down.ref))
         elif down.reason != NORMAL:
-            to.kill(down.reason)  # type: ignore[call-arg]
+            to.kill(down.reason)

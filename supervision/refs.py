@@ -20,7 +20,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import structlog
 
-from supervision.reasons import NORMAL, Reason
+from supervision.reasons import KILLED, NORMAL, Reason
 
 log = structlog.get_logger("supervision")
 
@@ -99,8 +99,9 @@ class ActorHandle(Protocol):
         """
         ...
 
-    def kill(self) -> None:
-        """Stop the actor now, without cleanup; monitors see reason ``killed``.
+    def kill(self, reason: Reason = KILLED) -> None:
+        """Stop the actor now, without cleanup; monitors see ``reason`` (``killed`` by default;
+        links pass the linked actor's reason, as an exit signal would).
 
         A process actor is sent SIGKILL and reaped. Python cannot kill a thread: a thread actor
         is marked dead at once (futures failed, monitors told, unregistered) and its thread

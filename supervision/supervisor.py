@@ -378,7 +378,7 @@ class SupervisorActor(Actor):
         log.error(
             "restart_intensity_exceeded",
             supervisor=self.sup_id,
-            child_id=child.key if not self._config.dynamic else child.spec.id,
+            child_id=child.spec.id,
             reason=reason,
             max_restarts=self._config.max_restarts,
             max_seconds=self._config.max_seconds,
