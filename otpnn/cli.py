@@ -6,6 +6,7 @@ import click
 
 from otpnn import __version__
 from otpnn.cli_data import data
+from otpnn.cli_train import train
 
 
 @click.group()
@@ -15,3 +16,4 @@ def main() -> None:
 
 
 main.add_command(data)
+main.add_command(train)

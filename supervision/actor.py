@@ -75,6 +75,8 @@ class ThreadActorRef(pykka.ActorRef[Any]):
         self._monitors = MonitorSet()
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
+        self.stop_requested = threading.Event()
+        """Set by :meth:`stop`: a long handler may poll it to return early and let the stop in."""
 
     # -- ActorHandle: supervision half -------------------------------------------------
 
@@ -117,6 +119,7 @@ class ThreadActorRef(pykka.ActorRef[Any]):
         """
         with self._lock:
             if not self._dead:
+                self.stop_requested.set()
                 self.actor_inbox.put(Envelope(_Stop(reason)))
         if not block:
             return self._monitors.exited

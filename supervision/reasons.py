@@ -25,7 +25,7 @@ KILLED = "killed"
 Reason: TypeAlias = str | tuple[str, Any] | BaseException
 
 
-class ExitedWithCode(Exception):  # noqa: N818 - named after what happened, like OTP's reasons
+class ExitedWithCode(Exception):
     """A process-backed actor's process exited (``sys.exit``/``os._exit``) with a non-zero code."""
 
     def __init__(self, code: int) -> None:
@@ -36,7 +36,7 @@ class ExitedWithCode(Exception):  # noqa: N818 - named after what happened, like
         return (type(self), (self.code,))
 
 
-class KilledBySignal(Exception):  # noqa: N818
+class KilledBySignal(Exception):
     """A process-backed actor's process was terminated by a signal (SIGKILL, SIGSEGV, ...)."""
 
     def __init__(self, signum: int) -> None:

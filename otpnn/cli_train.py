@@ -1,0 +1,227 @@
+"""``otpnn train``: one training job from the command line.
+
+Exit codes: 0 success; 2 bad usage, config, data or checkpoint (one clear message, no
+traceback); 1 training failed (the tree gave up: which actor, why, where the last checkpoint is);
+130 after Ctrl-C and 143 after SIGTERM (the tree stopped in order, a final checkpoint written).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import click
+from tqdm import tqdm
+
+from otpnn.checkpoint import CheckpointError
+from otpnn.config import ACTIVATIONS, BACKENDS, DATASETS, DTYPES, ConfigError, TrainConfig
+from otpnn.data import DataError, load_dataset
+from otpnn.faults import Chaos, FaultSpecError, parse_fault
+from otpnn.logs import configure_logging
+from otpnn.training.job import (
+    JobOptions,
+    JobStopped,
+    ResumeError,
+    TrainingFailed,
+    TrainingJob,
+    final_summary,
+)
+from otpnn.training.report import build_report, write_report
+from otpnn.training.state import Progress
+
+
+def _hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: expected comma-separated integers, e.g. 128,64"
+        ) from None
+    if not sizes:
+        raise click.BadParameter("expected at least one hidden layer size, e.g. 128,64")
+    return sizes
+
+
+@click.command()
+@click.option("--dataset", type=click.Choice(DATASETS), default="mnist", show_default=True)
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False), help="Directory with the MNIST files."
+)
+@click.option("--epochs", type=int, default=TrainConfig.epochs, show_default=True)
+@click.option("--batch-size", type=int, default=TrainConfig.batch_size, show_default=True)
+@click.option("--shard-size", type=int, help="Micro-shard size [default: batch-size / 4].")
+@click.option("--lr", type=float, default=TrainConfig.lr, show_default=True)
+@click.option("--momentum", type=float, default=TrainConfig.momentum, show_default=True)
+@click.option("--weight-decay", type=float, default=TrainConfig.weight_decay, show_default=True)
+@click.option("--hidden", default="128,64", callback=_hidden, show_default=True)
+@click.option("--activation", type=click.Choice(ACTIVATIONS), default="relu", show_default=True)
+@click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
+@click.option("--workers", type=int, help="Number of workers [default: number of cores].")
+@click.option("--backend", type=click.Choice(BACKENDS), default="process", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--synthetic-train", type=int, default=TrainConfig.synthetic_train, show_default=True)
+@click.option("--synthetic-test", type=int, default=TrainConfig.synthetic_test, show_default=True)
+@click.option(
+    "--report", "report_path", type=click.Path(dir_okay=False), help="Write the JSON report here."
+)
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False))
+@click.option(
+    "--checkpoint-every", type=int, default=0, show_default=True, help="Steps; 0 = epoch ends."
+)
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint in --checkpoint-dir.")
+@click.option(
+    "--fault", "faults", multiple=True, metavar="SPEC", help="Inject a fault: KIND:TARGET@WHEN."
+)
+@click.option("--chaos", type=click.FloatRange(0, 1), default=0.0, help="Per-shard failure rate.")
+@click.option("--chaos-seed", type=int, default=0, show_default=True)
+@click.option(
+    "--step-timeout",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds a worker may take for its shards before it is deemed hung.",
+)
+@click.option("--max-restarts", type=click.IntRange(min=0), default=3, show_default=True)
+@click.option("--max-seconds", type=click.FloatRange(min=0.001), default=5.0, show_default=True)
+@click.option(
+    "--log-format", type=click.Choice(["console", "json"]), default="console", show_default=True
+)
+@click.option("--quiet", is_flag=True, help="No progress bar; warnings and errors only.")
+def train(**opts: Any) -> None:
+    """Train the MLP with a supervision tree of Loader, workers and Coordinator."""
+    configure_logging(opts["log_format"], quiet=opts["quiet"])
+    config, options = _parse(opts)
+    try:
+        dataset = load_dataset(config)
+        job = TrainingJob(config, dataset, options)
+    except (DataError, CheckpointError, ResumeError) as e:
+        raise click.UsageError(str(e)) from None
+
+    bar = None if opts["quiet"] else tqdm(desc="training", unit="step", dynamic_ncols=True)
+    job.state._on_progress = _progress_printer(bar, opts["quiet"])
+    stop_signal = _install_signal_handlers(job)
+    try:
+        job.start()
+        result = job.wait()
+    except JobStopped:
+        job.stop()
+        _close(bar)
+        where = (
+            f"checkpoint in {job.checkpoint_path}" if job.checkpoint_path else "no --checkpoint-dir"
+        )
+        click.echo(f"otpnn: stopped by signal at step {job.progress.step}; {where}", err=True)
+        sys.exit(128 + stop_signal.get("signum", signal.SIGTERM))
+    except TrainingFailed as e:
+        job.stop()
+        _close(bar)
+        _write_report(opts, job, None)
+        click.echo(f"otpnn: {e}", err=True)
+        sys.exit(1)
+    except BaseException:
+        job.stop()
+        _close(bar)
+        raise
+    job.stop()
+    _close(bar)
+    final = final_summary(job, result)
+    _write_report(opts, job, final)
+    events = job.state.events()
+    faults = sum(e.kind == "fault_injected" for e in events)
+    click.echo(
+        f"done: test accuracy {final['test_accuracy']:.4f}, {final['steps']} steps in "
+        f"{final['seconds']:.1f} s, params sha256 {final['params_sha256']}"
+    )
+    click.echo(f"faults injected: {faults}, restarts: {job.state.restarts}, events: {len(events)}")
+
+
+def _parse(opts: dict[str, Any]) -> tuple[TrainConfig, JobOptions]:
+    fields = {f: opts[f] for f in TrainConfig.__dataclass_fields__ if f in opts}
+    try:
+        config = TrainConfig(**fields)
+        faults = tuple(parse_fault(s) for s in opts["faults"])
+    except (ConfigError, FaultSpecError) as e:
+        raise click.UsageError(str(e)) from None
+    workers = config.workers or _cores()
+    for f in faults:
+        if f.target == "worker" and f.worker is not None and f.worker >= workers:
+            raise click.UsageError(f"fault {f}: there are only workers 0..{workers - 1}")
+    if opts["resume"] and not opts["checkpoint_dir"]:
+        raise click.UsageError("--resume needs --checkpoint-dir")
+    chaos = Chaos(opts["chaos"], opts["chaos_seed"]) if opts["chaos"] else None
+    options = JobOptions(
+        faults=faults,
+        chaos=chaos,
+        checkpoint_dir=opts["checkpoint_dir"],
+        resume=opts["resume"],
+        step_timeout=opts["step_timeout"],
+        max_restarts=opts["max_restarts"],
+        max_seconds=opts["max_seconds"],
+    )
+    return TrainConfig(**{**fields, "workers": workers}), options
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def _progress_printer(bar: tqdm | None, quiet: bool) -> Callable[[Progress], None]:
+    """Advance the bar every step and print one summary line per finished epoch."""
+    printed = 0
+
+    def on_progress(p: Progress) -> None:
+        nonlocal printed
+        if bar is not None:
+            bar.total = p.total_steps
+            bar.update(p.step - bar.n)
+        row = p.last_epoch
+        if row is not None and row["epoch"] > printed and not quiet:
+            printed = row["epoch"]
+            line = (
+                f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, "
+                f"train acc {row['train_accuracy']:.4f}, test acc {row['test_accuracy']:.4f}, "
+                f"{row['seconds']:.2f} s ({row['samples_per_second']:.0f} samples/s)"
+            )
+            (bar.write if bar is not None else click.echo)(line)
+
+    return on_progress
+
+
+def _install_signal_handlers(job: TrainingJob) -> dict[str, int]:
+    """SIGINT/SIGTERM: ask the job to stop; the main thread then stops the tree in order (the
+    coordinator snapshots first) and exits 128 + the signal number."""
+    received: dict[str, int] = {}
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        received["signum"] = signum
+        job.request_stop()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return received
+
+
+def _write_report(opts: dict[str, Any], job: TrainingJob, final: dict[str, Any] | None) -> None:
+    if not opts["report_path"]:
+        return
+    snap = job.state.latest_snapshot()
+    history = snap.history if snap else []
+    report = build_report(
+        job.config,
+        job.workers,
+        epochs=history,
+        events=[e.to_dict() for e in job.state.events()],
+        restarts=job.state.restarts,
+        final=final or {"failed": True, "steps": job.progress.step},
+        dataset=job.dataset.name,
+    )
+    write_report(opts["report_path"], report)
+
+
+def _close(bar: tqdm | None) -> None:
+    if bar is not None:
+        bar.close()

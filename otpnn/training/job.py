@@ -1,0 +1,307 @@
+"""A training job: the supervision tree of the paper's system, and its owner's handle on it.
+
+::
+
+    JobSupervisor (rest_for_one)
+    ├── Loader        dataset once in shared memory; the permutation of each epoch
+    ├── WorkerPool    (one_for_one) worker-0 .. worker-N-1, thread or process actors
+    └── Coordinator   parameters, optimizer, dispatch, in-order reduction, snapshots
+
+rest_for_one is the dependency order: workers attach to the Loader's segments, the Coordinator
+talks to the workers; a Loader restart therefore restarts everything after it, a worker restart
+nothing but itself (the Coordinator redoes its shards), a Coordinator restart only itself (it
+resumes from the latest snapshot, kept in :class:`JobState`, outside the tree).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from otpnn.checkpoint import load_checkpoint, save_checkpoint
+from otpnn.config import TrainConfig
+from otpnn.data import Dataset
+from otpnn.faults import Chaos, Fault
+from otpnn.model import SGD, params_sha256
+from otpnn.schedule import steps_per_epoch
+from otpnn.training.coordinator import Coordinator, CoordinatorContext
+from otpnn.training.loader import Loader
+from otpnn.training.state import JobState, Progress, Snapshot
+from otpnn.training.worker import Worker
+from supervision import ChildSpec, Registry, Supervisor, spawn
+from supervision.reasons import describe
+from supervision.refs import ActorHandle
+
+log = structlog.get_logger("otpnn.job")
+
+CHECKPOINT_FILE = "checkpoint.safetensors"
+# Fields that change speed or length, never the arithmetic: a run may resume with other values.
+RESUMABLE_FIELDS = ("workers", "backend", "data_dir", "checkpoint_every", "epochs")
+
+
+class TrainingFailed(RuntimeError):
+    """The tree gave up; the message names the actor, the reasons and the last checkpoint."""
+
+
+class JobStopped(Exception):
+    """wait() ended because request_stop() was called (a signal, a cancel)."""
+
+
+class ResumeError(ValueError):
+    """A checkpoint that cannot be resumed with this config."""
+
+
+@dataclass
+class JobOptions:
+    faults: tuple[Fault, ...] = ()
+    chaos: Chaos | None = None
+    checkpoint_dir: str | None = None
+    resume: bool = False
+    step_timeout: float = 30.0
+    max_restarts: int = 3
+    max_seconds: float = 5.0
+
+
+class TrainingJob:
+    def __init__(
+        self,
+        config: TrainConfig,
+        dataset: Dataset,
+        options: JobOptions | None = None,
+        *,
+        on_progress: Any = None,
+    ) -> None:
+        self.config = config
+        self.dataset = dataset
+        self.options = options or JobOptions()
+        self.workers = config.workers or 1
+        self.state = JobState(list(self.options.faults), self.options.chaos, on_progress)
+        self.registry = Registry()
+        self.root: ActorHandle | None = None
+        self.started_at = 0.0
+        self._stop_requested = threading.Event()
+        self.checkpoint_path = (
+            Path(self.options.checkpoint_dir) / CHECKPOINT_FILE
+            if self.options.checkpoint_dir
+            else None
+        )
+        if self.options.resume:
+            self._load_resume_point()
+
+    # -- the tree -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self.started_at = time.perf_counter()
+        ds = self.dataset
+        pool = [
+            ChildSpec(f"worker-{i}", start=partial(self._start_worker, i), kind=self.config.backend)
+            for i in range(self.workers)
+        ]
+        children = [
+            ChildSpec("loader", start=self._start_loader),
+            ChildSpec(
+                "pool",
+                start=lambda: self._started(
+                    "pool",
+                    Supervisor.start_link(
+                        pool, strategy="one_for_one", name="pool", **self._intensity
+                    ),
+                ),
+                type="supervisor",
+                shutdown="infinity",
+            ),
+            ChildSpec("coordinator", start=self._start_coordinator, restart="transient"),
+        ]
+        self.root = Supervisor.start_link(
+            children, strategy="rest_for_one", name="job", **self._intensity
+        )
+        log.info(
+            "job_started",
+            workers=self.workers,
+            backend=self.config.backend,
+            dataset=ds.name,
+            pids=dict(self.state.pids),
+        )
+
+    @property
+    def _intensity(self) -> dict[str, Any]:
+        return {"max_restarts": self.options.max_restarts, "max_seconds": self.options.max_seconds}
+
+    def _started(self, name: str, handle: ActorHandle) -> ActorHandle:
+        self.registry.register(name, handle)
+        self.state.started(name, handle.pid)
+        if handle.pid is not None:
+            log.info("actor_started", actor=name, pid=handle.pid, kind=handle.kind)
+        return handle
+
+    def _start_loader(self) -> ActorHandle:
+        ds = self.dataset
+        return self._started(
+            "loader", spawn(Loader, ds.train_images, ds.train_labels, self.config.seed)
+        )
+
+    def _start_worker(self, index: int) -> ActorHandle:
+        segments = self._loader().proxy().segments().get(timeout=self.options.step_timeout)
+        cfg = self.config
+        handle = spawn(
+            Worker, index, segments, cfg.layer_sizes, cfg.activation, cfg.backend, kind=cfg.backend
+        )
+        return self._started(f"worker-{index}", handle)
+
+    def _start_coordinator(self) -> ActorHandle:
+        ctx = CoordinatorContext(
+            config=self.config,
+            state=self.state,
+            n_train=len(self.dataset.train_labels),
+            test_images=self.dataset.test_images,
+            test_labels=self.dataset.test_labels,
+            workers=self._live_workers,
+            loader=self._loader,
+            step_timeout=self.options.step_timeout,
+            on_snapshot=self._persist,
+        )
+        return self._started("coordinator", spawn(Coordinator, ctx))
+
+    def _loader(self) -> ActorHandle:
+        handle = self.registry.whereis("loader")
+        if handle is None:
+            raise RuntimeError("the loader is not running")
+        return handle
+
+    def _live_workers(self) -> list[tuple[int, ActorHandle]]:
+        found = ((i, self.registry.whereis(f"worker-{i}")) for i in range(self.workers))
+        return [(i, h) for i, h in found if h is not None and h.is_alive()]
+
+    # -- running ------------------------------------------------------------------------------
+    def wait(self, timeout: float | None = None) -> dict[str, Any]:
+        """Block until the job succeeds (returns its result) or the tree gives up (raises)."""
+        assert self.root is not None, "start() first"
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.state.done.wait(0.05):
+            if self._stop_requested.is_set():
+                raise JobStopped(f"stop requested at step {self.progress.step}")
+            if not self.root.is_alive():
+                self.root.join(5)
+                raise TrainingFailed(self._failure_message(self.root.exit_reason))
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"training did not finish within {timeout} s")
+        assert self.state.result is not None
+        return self.state.result
+
+    def request_stop(self) -> None:
+        """Make wait() return (raising JobStopped); safe from a signal handler or any thread."""
+        self._stop_requested.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the tree in order (coordinator first: it snapshots; then workers, loader)."""
+        if self.root is not None and self.root.is_alive():
+            self.root.stop(timeout=timeout)
+            if self.root.is_alive():
+                self.root.kill()
+
+    def run(self) -> dict[str, Any]:
+        """start, wait, stop: the whole job, always leaving nothing running."""
+        self.start()
+        try:
+            return self.wait()
+        finally:
+            self.stop()
+
+    def inject(self, fault: Fault) -> None:
+        """Add a fault to the plan of a running job (from any thread)."""
+        if fault.target == "worker" and fault.worker is not None and fault.worker >= self.workers:
+            raise ValueError(f"{fault}: this job has workers 0..{self.workers - 1}")
+        self.state.add_fault(fault)
+
+    @property
+    def progress(self) -> Progress:
+        return self.state.progress
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def _persist(self, snap: Snapshot, epoch_end: bool) -> None:
+        if self.checkpoint_path is None:
+            return
+        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        cfg = self.config
+        optimizer = SGD(cfg.lr, cfg.momentum, cfg.weight_decay)
+        optimizer.load_state(snap.optimizer)
+        meta = {
+            "step": snap.step,
+            "epoch_end": epoch_end,
+            "seed": cfg.seed,
+            "config": cfg.to_dict(),
+            "history": snap.history,
+            "epoch_loss_sum": snap.epoch_loss_sum,
+            "epoch_correct": snap.epoch_correct,
+            "epoch_samples": snap.epoch_samples,
+            "epoch_seconds": snap.epoch_seconds,
+        }
+        save_checkpoint(self.checkpoint_path, snap.params, optimizer, meta)
+        log.info("checkpoint_written", path=str(self.checkpoint_path), step=snap.step)
+
+    def _load_resume_point(self) -> None:
+        if self.checkpoint_path is None:
+            raise ResumeError("--resume needs --checkpoint-dir (where the checkpoint is)")
+        if not self.checkpoint_path.exists():
+            raise ResumeError(f"no checkpoint to resume from at {self.checkpoint_path}")
+        params, optimizer, meta = load_checkpoint(self.checkpoint_path)
+        saved = dict(meta.get("config", {}))
+        now = self.config.to_dict()
+        different = sorted(k for k in now if k not in RESUMABLE_FIELDS and saved.get(k) != now[k])
+        if different:
+            diffs = ", ".join(
+                f"{k}: checkpoint {saved.get(k)!r} vs now {now[k]!r}" for k in different
+            )
+            raise ResumeError(f"{self.checkpoint_path} was made with another config ({diffs})")
+        self.state.save_snapshot(
+            Snapshot(
+                step=int(meta["step"]),
+                params=params,
+                optimizer=optimizer,
+                history=list(meta.get("history", [])),
+                epoch_loss_sum=float(meta.get("epoch_loss_sum", 0.0)),
+                epoch_correct=int(meta.get("epoch_correct", 0)),
+                epoch_samples=int(meta.get("epoch_samples", 0)),
+                epoch_seconds=float(meta.get("epoch_seconds", 0.0)),
+            )
+        )
+        step = int(meta["step"])
+        per_epoch = steps_per_epoch(len(self.dataset.train_labels), self.config.batch_size)
+        history = list(meta.get("history", []))
+        self.state.advance(
+            step,
+            -(-step // per_epoch),
+            per_epoch * self.config.epochs,
+            history[-1] if history else None,
+        )
+        log.info("resuming", path=str(self.checkpoint_path), step=step)
+
+    def _failure_message(self, reason: object) -> str:
+        failures = [
+            e for e in self.state.events() if e.kind.startswith("worker_") or "fault" in e.kind
+        ][-5:]
+        lines = [f"training failed: the supervision tree gave up ({describe(reason)})"]
+        lines += [f"  step {e.step}: {e.actor} {e.kind}: {e.reason}" for e in failures]
+        snap = self.state.latest_snapshot()
+        if self.checkpoint_path is not None and self.checkpoint_path.exists():
+            lines.append(
+                f"last checkpoint: {self.checkpoint_path} (step {snap.step if snap else '?'})"
+            )
+        else:
+            lines.append("no checkpoint on disk (use --checkpoint-dir to keep one)")
+        return "\n".join(lines)
+
+
+def final_summary(job: TrainingJob, result: dict[str, Any]) -> dict[str, Any]:
+    history = result["history"]
+    return {
+        "test_accuracy": history[-1]["test_accuracy"] if history else None,
+        "params_sha256": params_sha256(result["params"]),
+        "steps": job.state.progress.step,
+        "seconds": time.perf_counter() - job.started_at,
+    }

@@ -1,0 +1,71 @@
+"""The JSON report of a run: the same schema for the CLI, the service and the Elixir reference.
+
+Top-level keys: ``config``, ``environment``, ``epochs`` (one row per epoch), ``restarts``,
+``events``, ``final``; ``schema`` names the version. See README.md, "Report format".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_info
+
+from otpnn.atomic import write_atomic
+from otpnn.config import TrainConfig
+
+SCHEMA = "otpnn-report/1"
+
+
+def environment(workers: int, backend: str) -> dict[str, Any]:
+    blas = [
+        {k: lib.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
+        for lib in threadpool_info()
+        if lib.get("user_api") == "blas"
+    ]
+    return {
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "numpy": np.__version__,
+        "blas": blas,
+        "blas_threads_per_worker": 1,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "workers": workers,
+        "backend": backend,
+    }
+
+
+def build_report(
+    config: TrainConfig,
+    workers: int,
+    *,
+    epochs: list[dict[str, Any]],
+    events: list[dict[str, Any]],
+    restarts: int,
+    final: dict[str, Any],
+    dataset: str,
+) -> dict[str, Any]:
+    cfg = config.to_dict()
+    cfg.update(workers=workers, shard_size=config.effective_shard_size, dataset_name=dataset)
+    return {
+        "schema": SCHEMA,
+        "system": "otpnn",
+        "config": cfg,
+        "environment": environment(workers, config.backend),
+        "epochs": epochs,
+        "restarts": restarts,
+        "events": events,
+        "final": final,
+    }
+
+
+def write_report(path: str | os.PathLike, report: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, (json.dumps(report, indent=2) + "\n").encode())

@@ -1,0 +1,157 @@
+"""What a training job knows that must outlive any of its actors.
+
+The supervision tree restarts actors; this object is not an actor and is not restarted. It holds
+the latest snapshot (so a restarted Coordinator resumes from it), the faults already fired (so a
+redo does not trip them again), the event log, live progress for observers, and the outcome.
+Every method is thread-safe: actors, the job owner and an HTTP service read and write it.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from otpnn.faults import Chaos, Fault
+
+
+@dataclass
+class Snapshot:
+    """The state after ``step`` updates: enough to continue bit-identically."""
+
+    step: int
+    params: np.ndarray
+    optimizer: dict[str, np.ndarray]
+    history: list[dict[str, Any]]
+    epoch_loss_sum: float = 0.0
+    epoch_correct: int = 0
+    epoch_samples: int = 0
+    epoch_seconds: float = 0.0
+
+
+@dataclass
+class Progress:
+    step: int = 0
+    epoch: int = 0
+    total_steps: int = 0
+    last_epoch: dict[str, Any] | None = None
+
+
+@dataclass
+class Event:
+    """A fault or recovery, as it goes into the report's ``events``."""
+
+    kind: str
+    actor: str
+    step: int
+    reason: str
+    time: float = field(default_factory=time.time)
+    recovery_seconds: float | None = None
+    pid: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+class JobState:
+    def __init__(
+        self,
+        faults: list[Fault] | None = None,
+        chaos: Chaos | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+        self._faults: list[Fault] = list(faults or [])
+        self._fired: set[int] = set()
+        self.chaos = chaos
+        self._events: list[Event] = []
+        self._starts: dict[str, int] = {}
+        self.pids: dict[str, int] = {}
+        self.progress = Progress()
+        self._on_progress = on_progress
+        self.done = threading.Event()
+        self.result: dict[str, Any] | None = None
+
+    # -- snapshots ---------------------------------------------------------------------------
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        with self._lock:
+            self._snapshot = snapshot
+
+    def latest_snapshot(self) -> Snapshot | None:
+        """A deep copy: the caller owns and mutates it."""
+        with self._lock:
+            return copy.deepcopy(self._snapshot)
+
+    # -- faults ------------------------------------------------------------------------------
+    def add_fault(self, fault: Fault) -> None:
+        """Plan a fault, also while the job runs (from any thread)."""
+        with self._lock:
+            self._faults.append(fault)
+
+    def due_faults(self, target: str, when: str, at: int) -> list[tuple[int, Fault]]:
+        """Planned, not yet fired faults for ``target`` whose point ``when``=N is <= ``at``."""
+        with self._lock:
+            return [
+                (i, f)
+                for i, f in enumerate(self._faults)
+                if i not in self._fired and f.target == target and f.when == when and f.at <= at
+            ]
+
+    def mark_fired(self, fault_id: int) -> None:
+        with self._lock:
+            self._fired.add(fault_id)
+
+    @property
+    def faults_fired(self) -> int:
+        with self._lock:
+            return len(self._fired)
+
+    # -- events, starts ----------------------------------------------------------------------
+    def record(self, event: Event) -> None:
+        with self._lock:
+            self._events.append(event)
+
+    def events(self) -> list[Event]:
+        with self._lock:
+            return list(self._events)
+
+    def started(self, actor: str, pid: int | None) -> None:
+        """An actor (re)started: counts restarts and keeps pids discoverable."""
+        with self._lock:
+            n = self._starts.get(actor, 0)
+            self._starts[actor] = n + 1
+            if pid is not None:
+                self.pids[actor] = pid
+        step = self.progress.step
+        if pid is not None:
+            self.record(Event("started", actor, step, "process started", pid=pid))
+        if n:
+            self.record(Event("restart", actor, step, f"restart #{n}", pid=pid))
+
+    @property
+    def restarts(self) -> int:
+        with self._lock:
+            return sum(n - 1 for n in self._starts.values() if n > 1)
+
+    def restarts_by_actor(self) -> dict[str, int]:
+        with self._lock:
+            return {a: n - 1 for a, n in self._starts.items() if n > 1}
+
+    # -- progress, outcome --------------------------------------------------------------------
+    def advance(self, step: int, epoch: int, total_steps: int, last_epoch: dict | None) -> None:
+        with self._lock:
+            self.progress = Progress(
+                step, epoch, total_steps, last_epoch or self.progress.last_epoch
+            )
+        if self._on_progress is not None:
+            self._on_progress(self.progress)
+
+    def finish(self, result: dict[str, Any]) -> None:
+        self.result = result
+        self.done.set()

@@ -1,0 +1,109 @@
+"""The Worker: computes the summed gradient, loss and correct count of micro-shards.
+
+One class for every backend: spawned as a thread actor or as a process actor, it reads the
+dataset, the permutation and the parameters from shared memory and writes each shard's gradient
+into that shard's row of the gradient segment. It keeps no training state, so a restarted worker
+is as good as the one it replaces; what it holds are attachments, re-made when names change.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from otpnn.faults import FaultTarget
+from otpnn.model import shard_gradient
+from otpnn.training.messages import ComputeShards, DataSegments, ShardResult
+from supervision import Actor
+from supervision.shm import ArrayDescriptor, SharedArray
+
+
+class StalePermutation(RuntimeError):
+    """The shared permutation is not the one for the epoch asked for (a protocol bug)."""
+
+
+class Worker(FaultTarget, Actor):
+    def __init__(
+        self,
+        index: int,
+        data: DataSegments,
+        sizes: tuple[int, ...],
+        activation: str,
+        backend: str,
+    ) -> None:
+        super().__init__()
+        self.index = index
+        self.own_process = backend == "process"
+        self._data = data
+        self._sizes = sizes
+        self._activation = activation
+        self._images: SharedArray | None = None
+        self._labels: SharedArray | None = None
+        self._perm: SharedArray | None = None
+        self._coordinator_segments: dict[str, SharedArray] = {}
+
+    def on_start(self) -> None:
+        # One BLAS thread per worker: N workers use N cores, and results do not depend on how
+        # many threads BLAS would otherwise pick.
+        threadpool_limits(limits=1)
+        self._images = SharedArray.attach(self._data.images)
+        self._labels = SharedArray.attach(self._data.labels)
+        self._perm = SharedArray.attach(self._data.perm)
+
+    def on_receive(self, message: object) -> object:
+        if isinstance(message, ComputeShards):
+            return self.compute(message)
+        return super().on_receive(message)
+
+    def compute(self, msg: ComputeShards) -> tuple[ShardResult, ...]:
+        if msg.fault is not None:
+            self.inject(msg.fault)
+        perm = self._perm.array
+        if perm[0] != msg.epoch:
+            raise StalePermutation(f"permutation is for epoch {perm[0]}, not {msg.epoch}")
+        params = self._attach_current("params", msg.params)
+        grads = self._attach_current("grads", msg.grads)
+        images, labels, order = self._images.array, self._labels.array, perm[1:]
+        results = []
+        for shard in msg.shards:
+            rows = order[shard.lo : shard.hi]
+            loss_sum, correct = shard_gradient(
+                params,
+                self._sizes,
+                self._activation,
+                images[rows],
+                labels[rows],
+                grads[shard.index],
+            )
+            results.append(ShardResult(shard.index, loss_sum, correct))
+        return tuple(results)
+
+    def on_stop(self) -> None:
+        self._detach_all()
+
+    def on_failure(self, *_exc_info: object) -> None:
+        self._detach_all()
+
+    def _on_killed(self) -> None:  # a killed thread worker leaves without on_stop
+        self._detach_all()
+
+    def _attach_current(self, role: str, descriptor: ArrayDescriptor) -> np.ndarray:
+        """The coordinator's segment for ``role``, re-attached when its name changed (a
+        restarted coordinator makes new segments and unlinks the old ones)."""
+        shared = self._coordinator_segments.get(role)
+        if shared is None or shared.name != descriptor.name:
+            if shared is not None:
+                shared.close()
+            shared = self._coordinator_segments[role] = SharedArray.attach(descriptor)
+        return shared.array
+
+    def _detach_all(self) -> None:
+        for shared in (
+            self._images,
+            self._labels,
+            self._perm,
+            *self._coordinator_segments.values(),
+        ):
+            if shared is not None:
+                shared.close()
+        self._coordinator_segments.clear()
