@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from otpnn.config import TrainConfig
 from otpnn.data import load_dataset
+from otpnn.logs import configure_logging
 from otpnn.model import SGD, init_params, params_sha256, shard_gradient
 from otpnn.schedule import batch_indices, epoch_permutation, steps_per_epoch
 from otpnn.training.job import JobOptions, TrainingJob
@@ -58,6 +59,7 @@ def main() -> int:
     ap.add_argument("--backends", default="thread,process")
     ap.add_argument("--repeat", type=int, default=1, help="Runs per cell; the best is kept.")
     args = ap.parse_args()
+    configure_logging(quiet=True)
 
     base = TrainConfig(dataset="mnist", data_dir=args.data_dir, epochs=1)
     dataset = load_dataset(base, download=False)
