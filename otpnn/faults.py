@@ -47,8 +47,8 @@ EXIT_CODE = 3
 GRAMMAR = """\
 fault spec grammar: KIND:TARGET@WHEN
   KIND    crash | kill | hang | exit | slow=SECONDS
-  TARGET  worker=I | worker=any | loader | coordinator | pool
-  WHEN    step=N | epoch=N | shard=N   (numbered from 1)
+  TARGET  worker=I | worker=any | loader | coordinator | pool (crash or kill only)
+  WHEN    step=N | epoch=N | shard=N   (numbered from 1; shard for workers only)
 examples: crash:worker=1@step=10  kill:worker=0@step=25  hang:worker=any@shard=7
           crash:coordinator@step=40  crash:loader@epoch=2  slow=0.5:worker=any@step=3"""
 
@@ -129,6 +129,8 @@ def parse_fault(spec: str) -> Fault:
         raise FaultSpecError(spec, f"unknown WHEN {when_s!r}; expected step=N, epoch=N or shard=N")
     if not at_s.isdigit() or int(at_s) < 1:
         raise FaultSpecError(spec, f"WHEN {when_s!r}: N must be an integer >= 1")
+    if target == "pool" and kind not in ("crash", "kill"):
+        raise FaultSpecError(spec, f"KIND {kind_s!r}: the pool (a supervisor) takes crash or kill")
     if target != "worker" and when == "shard":
         raise FaultSpecError(spec, f"WHEN {when_s!r}: shard=N applies to workers only")
     return Fault(kind, target, when, int(at_s), worker, seconds)

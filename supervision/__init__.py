@@ -1,6 +1,6 @@
 """OTP supervision for Pykka actors: supervisors, monitors, links, a registry, process actors."""
 
-from supervision.actor import Actor, ThreadActorRef
+from supervision.actor import Actor, Crash, ThreadActorRef
 from supervision.childspec import ChildSpec
 from supervision.dynamic import DynamicSupervisor, DynamicSupervisorRef
 from supervision.intensity import Backoff, RestartIntensity
@@ -36,6 +36,7 @@ __all__ = [
     "ChildNotFoundError",
     "ChildRunningError",
     "ChildSpec",
+    "Crash",
     "Down",
     "DynamicSupervisor",
     "DynamicSupervisorRef",

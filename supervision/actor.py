@@ -57,6 +57,17 @@ class _Stop:
     reason: Reason
 
 
+@dataclass(frozen=True)
+class Crash:
+    """Message that makes any supervised actor crash with ``reason``, as ``erlang:exit(Pid,
+    Reason)`` would: a way to inject a failure from outside (fault injection, tests).
+
+    Unlike an exit signal it is queued behind the messages already in the inbox.
+    """
+
+    reason: BaseException
+
+
 class _Wake:
     """Unblocks a killed actor's ``inbox.get()`` so that its thread can leave."""
 
@@ -223,6 +234,11 @@ class Actor(pykka.ThreadingActor):
         ref: ThreadActorRef = super().start(*args, **kwargs)  # type: ignore[assignment]
         ref._wait_started(cls.start_timeout)
         return ref
+
+    def _handle_receive(self, message: Any) -> Any:
+        if isinstance(message, Crash):
+            raise message.reason
+        return super()._handle_receive(message)
 
     def stop(self) -> None:
         """Stop this actor with reason ``normal`` after the messages already in its inbox."""

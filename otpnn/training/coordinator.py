@@ -25,12 +25,12 @@ import pykka
 import structlog
 
 from otpnn.config import TrainConfig
-from otpnn.faults import Fault, InjectedCrash
+from otpnn.faults import Fault, FaultTarget, InjectedCrash
 from otpnn.model import SGD, evaluate, init_params, num_params, reduce_in_order
 from otpnn.schedule import shard_bounds, steps_per_epoch
 from otpnn.training.messages import ComputeShards, Shard
 from otpnn.training.state import Event, JobState, Snapshot
-from supervision import Actor
+from supervision import Actor, Crash
 from supervision.reasons import describe
 from supervision.refs import ActorHandle
 from supervision.shm import SharedArray
@@ -49,6 +49,7 @@ class CoordinatorContext:
     test_labels: np.ndarray
     workers: Callable[[], Sequence[tuple[int, ActorHandle]]]  # live workers, by index
     loader: Callable[[], ActorHandle]
+    pool: Callable[[], ActorHandle]
     step_timeout: float
     on_snapshot: Callable[[Snapshot, bool], None]  # (snapshot, epoch_end): persist it
 
@@ -65,7 +66,7 @@ class _Interrupted(Exception):
     """The coordinator was asked to stop, or killed, while waiting inside a step."""
 
 
-class Coordinator(Actor):
+class Coordinator(FaultTarget, Actor):
     def __init__(self, ctx: CoordinatorContext) -> None:
         super().__init__()
         self._ctx = ctx
@@ -98,6 +99,7 @@ class Coordinator(Actor):
         self._shard_counter = self._count_shards_before(self._step)
         self._snapshot_step = self._step
         self._open_in_loader = 0  # the epoch whose permutation the loader holds, as far as we know
+        state.touch()
         log.info("coordinator_started", step=self._step, total_steps=self._total_steps)
         self.actor_ref.tell(_Step())
 
@@ -257,12 +259,15 @@ class Coordinator(Actor):
             self._ctx.state.mark_fired(fid)
             self._injected(f, step, "loader")
             fault = f.action
+        loader = self._ctx.loader()
         try:
-            self._ctx.loader().proxy().open_epoch(epoch, fault).get(timeout=self._ctx.step_timeout)
-        except Exception:
+            loader.proxy().open_epoch(epoch, fault).get(timeout=self._ctx.step_timeout)
+        except Exception as e:
             if fault is None:
                 raise
-            self._await_restart()  # the loader crashed as planned: rest_for_one restarts us too
+            if isinstance(e, pykka.Timeout):
+                loader.kill()
+            self._await_restart()  # the loader failed as planned: rest_for_one restarts us too
         self._open_in_loader = epoch
 
     def _end_epoch(self, epoch: int) -> dict[str, Any]:
@@ -328,25 +333,39 @@ class Coordinator(Actor):
 
     # -- faults and events --------------------------------------------------------------------
     def _fire_own_faults(self, step: int, epoch: int, *, first_of_epoch: bool) -> None:
+        """Faults planned for the coordinator, the pool or the loader at this step (a loader's
+        ``epoch=N`` fault travels with the epoch's permutation request instead)."""
         state = self._ctx.state
-        due = state.due_faults("coordinator", "step", step)
-        if first_of_epoch:
-            due += state.due_faults("coordinator", "epoch", epoch)
-        due += state.due_faults("loader", "step", step)
+        due = []
+        for target in ("coordinator", "pool", "loader"):
+            due += state.due_faults(target, "step", step)
+            if first_of_epoch and target != "loader":
+                due += state.due_faults(target, "epoch", epoch)
         for fid, fault in due:
             state.mark_fired(fid)
             self._injected(fault, step, fault.target)
-            if fault.target == "loader":
-                try:
-                    self._ctx.loader().proxy().inject(fault.action).get(
-                        timeout=self._ctx.step_timeout
-                    )
-                except Exception:
-                    self._await_restart()
-            elif fault.kind == "slow":
-                time.sleep(fault.seconds)
+            if fault.target == "coordinator":
+                self.inject(fault.action)
             else:
-                raise InjectedCrash(f"injected {fault} in the coordinator")
+                self._break(fault)
+
+    def _break(self, fault: Fault) -> None:
+        """Inject a fault into the loader or the pool. Unless it was only a delay, rest_for_one
+        is about to restart us too: wait for that rather than fail on our own."""
+        handle = self._ctx.loader() if fault.target == "loader" else self._ctx.pool()
+        try:
+            if fault.target == "loader":
+                handle.proxy().inject(fault.action).get(timeout=self._ctx.step_timeout)
+            elif fault.kind == "kill":
+                handle.kill()
+            else:
+                handle.tell(Crash(InjectedCrash(f"injected {fault}")))
+        except pykka.Timeout:
+            handle.kill()  # hung: what a deadline does to any actor here
+        except Exception:
+            log.info("fault_took_effect", actor=fault.target, fault=str(fault))
+        if fault.kind != "slow":
+            self._await_restart()
 
     def _worker_fault(
         self, step: int, epoch: int, index: int, run: tuple[Shard, ...], attempt: int, first: bool

@@ -32,7 +32,7 @@ from otpnn.model import SGD, params_sha256
 from otpnn.schedule import steps_per_epoch
 from otpnn.training.coordinator import Coordinator, CoordinatorContext
 from otpnn.training.loader import Loader
-from otpnn.training.state import JobState, Progress, Snapshot
+from otpnn.training.state import Event, JobState, Progress, Snapshot
 from otpnn.training.worker import Worker
 from supervision import ChildSpec, Registry, Supervisor, spawn
 from supervision.reasons import describe
@@ -162,15 +162,19 @@ class TrainingJob:
             test_labels=self.dataset.test_labels,
             workers=self._live_workers,
             loader=self._loader,
+            pool=partial(self._whereis, "pool"),
             step_timeout=self.options.step_timeout,
             on_snapshot=self._persist,
         )
         return self._started("coordinator", spawn(Coordinator, ctx))
 
     def _loader(self) -> ActorHandle:
-        handle = self.registry.whereis("loader")
+        return self._whereis("loader")
+
+    def _whereis(self, name: str) -> ActorHandle:
+        handle = self.registry.whereis(name)
         if handle is None:
-            raise RuntimeError("the loader is not running")
+            raise RuntimeError(f"the {name} is not running")
         return handle
 
     def _live_workers(self) -> list[tuple[int, ActorHandle]]:
@@ -190,8 +194,25 @@ class TrainingJob:
                 raise TrainingFailed(self._failure_message(self.root.exit_reason))
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"training did not finish within {timeout} s")
+            self._watchdog()
         assert self.state.result is not None
         return self.state.result
+
+    def _watchdog(self) -> None:
+        """A coordinator that has not finished a step for twice the step deadline is hung (its
+        own waits are bounded by one deadline): kill it, and its supervisor restarts it."""
+        stalled = time.monotonic() - self.state.last_progress
+        if stalled < 2 * self.options.step_timeout:
+            return
+        coordinator = self.registry.whereis("coordinator")
+        if coordinator is not None:
+            self.state.record(
+                Event("coordinator_hang", "coordinator", self.progress.step,
+                      f"no step finished for {stalled:.1f} s: killed")
+            )  # fmt: skip
+            log.warning("coordinator_hung", stalled_seconds=round(stalled, 1))
+            coordinator.kill()
+        self.state.touch()
 
     def request_stop(self) -> None:
         """Make wait() return (raising JobStopped); safe from a signal handler or any thread."""

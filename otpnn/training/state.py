@@ -75,6 +75,7 @@ class JobState:
         self.pids: dict[str, int] = {}
         self.progress = Progress()
         self._on_progress = on_progress
+        self.last_progress = time.monotonic()  # when a step last finished (or a start/restart)
         self.done = threading.Event()
         self.result: dict[str, Any] | None = None
 
@@ -144,7 +145,12 @@ class JobState:
             return {a: n - 1 for a, n in self._starts.items() if n > 1}
 
     # -- progress, outcome --------------------------------------------------------------------
+    def touch(self) -> None:
+        """Reset the hang watchdog (a step finished, or the coordinator (re)started)."""
+        self.last_progress = time.monotonic()
+
     def advance(self, step: int, epoch: int, total_steps: int, last_epoch: dict | None) -> None:
+        self.touch()
         with self._lock:
             self.progress = Progress(
                 step, epoch, total_steps, last_epoch or self.progress.last_epoch

@@ -193,3 +193,17 @@ def test_spawn_rejects_unknown_kinds_and_plain_classes() -> None:
         spawn(Worker, kind="nope")
     with pytest.raises(TypeError, match=r"subclass of supervision\.Actor"):
         spawn(pykka.ThreadingActor)
+
+
+def test_crash_message_crashes_the_actor_with_its_reason() -> None:
+    """``Crash(reason)`` is the analogue of erlang:exit(Pid, Reason): the actor dies with it."""
+    from supervision import Crash, spawn
+
+    class Idle(Actor):
+        pass
+
+    handle = spawn(Idle)
+    boom = RuntimeError("from outside")
+    handle.tell(Crash(boom))
+    assert handle.join(5)
+    assert handle.exit_reason is boom

@@ -93,3 +93,79 @@ def test_restart_intensity_exceeded_gives_up_cleanly(config, tmp_path) -> None:
     assert "InjectedCrash" in message
     assert job.root is not None
     assert not job.root.is_alive()
+
+
+@pytest.mark.parametrize("kind", ["kill", "exit", "hang"])
+def test_coordinator_kill_exit_hang_are_recovered(kind, config, run_job, fault_free_sha) -> None:
+    faults = (parse_fault(f"{kind}:coordinator@step=7"),)
+    sha, job = run_job(config(workers=2, backend="thread"), faults=faults, step_timeout=0.5)
+    assert sha == fault_free_sha
+    assert job.state.restarts_by_actor() == {"coordinator": 1}
+    if kind == "hang":
+        assert any(e.kind == "coordinator_hang" for e in job.state.events())
+
+
+@pytest.mark.parametrize("kind", ["crash", "kill"])
+def test_pool_fault_restarts_the_pool_and_the_coordinator(kind, config, run_job, fault_free_sha):
+    sha, job = run_job(
+        config(workers=2, backend="process"), faults=(parse_fault(f"{kind}:pool@step=4"),)
+    )
+    assert sha == fault_free_sha
+    restarted = job.state.restarts_by_actor()
+    assert restarted["pool"] == 1
+    assert restarted["coordinator"] == 1
+    assert "loader" not in restarted  # rest_for_one: only what comes after the pool
+
+
+def test_hung_loader_is_killed_and_everything_after_it_restarts(config, run_job, fault_free_sha):
+    sha, job = run_job(
+        config(workers=2, backend="thread"), faults=(parse_fault("hang:loader@epoch=2"),),
+        step_timeout=0.5,
+    )  # fmt: skip
+    assert sha == fault_free_sha
+    assert job.state.restarts_by_actor()["loader"] == 1
+
+
+def test_fault_injected_into_a_running_job_from_another_thread(
+    config, training_dataset, fault_free_sha
+):
+    import threading
+
+    from otpnn.model import params_sha256
+
+    job = TrainingJob(config(workers=2, backend="process"), training_dataset, JobOptions())
+    job.start()
+    try:
+        injector = threading.Thread(target=job.inject, args=(parse_fault("kill:worker=0@step=20"),))
+        injector.start()
+        injector.join()
+        result = job.wait(timeout=60)
+    finally:
+        job.stop()
+    assert params_sha256(result["params"]) == fault_free_sha
+    assert job.state.restarts_by_actor() == {"worker-0": 1}
+
+
+def test_worker_killed_from_outside_is_recovered(config, training_dataset, fault_free_sha) -> None:
+    """A plain kill -9 of a worker pid behaves like an injected kill."""
+    import os
+    import signal
+
+    from otpnn.model import params_sha256
+
+    # A slow step keeps the job busy while the test kills worker-1 from outside.
+    job = TrainingJob(
+        config(workers=2, backend="process"),
+        training_dataset,
+        JobOptions(faults=(parse_fault("slow=1.0:worker=0@step=3"),)),
+    )
+    job.start()
+    try:
+        while job.progress.step < 2:
+            job.state.done.wait(0.01)
+        os.kill(job.state.pids["worker-1"], signal.SIGKILL)
+        result = job.wait(timeout=60)
+    finally:
+        job.stop()
+    assert params_sha256(result["params"]) == fault_free_sha
+    assert job.state.restarts_by_actor() == {"worker-1": 1}
