@@ -76,7 +76,9 @@ class TrainingJob:
         options: JobOptions | None = None,
         *,
         on_progress: Any = None,
+        name: str = "job",
     ) -> None:
+        self.name = name
         self.config = config
         self.dataset = dataset
         self.options = options or JobOptions()
@@ -95,9 +97,27 @@ class TrainingJob:
             self._load_resume_point()
 
     # -- the tree -----------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, under: Any = None) -> None:
+        """Build and start the tree: as a root of its own, or as a temporary child of ``under``
+        (a supervisor or DynamicSupervisor ref, e.g. the service's job supervisor)."""
         self.started_at = time.perf_counter()
-        ds = self.dataset
+        if under is None:
+            self.root = self._start_tree()
+        else:
+            spec = ChildSpec(
+                f"job-{self.name}", start=self._start_tree, restart="temporary", type="supervisor"
+            )
+            self.root = under.start_child(spec)
+        log.info(
+            "job_started",
+            job=self.name,
+            workers=self.workers,
+            backend=self.config.backend,
+            dataset=self.dataset.name,
+            pids=dict(self.state.pids),
+        )
+
+    def _start_tree(self) -> ActorHandle:
         pool = [
             ChildSpec(f"worker-{i}", start=partial(self._start_worker, i), kind=self.config.backend)
             for i in range(self.workers)
@@ -109,7 +129,7 @@ class TrainingJob:
                 start=lambda: self._started(
                     "pool",
                     Supervisor.start_link(
-                        pool, strategy="one_for_one", name="pool", **self._intensity
+                        pool, strategy="one_for_one", name=f"{self.name}/pool", **self._intensity
                     ),
                 ),
                 type="supervisor",
@@ -117,15 +137,8 @@ class TrainingJob:
             ),
             ChildSpec("coordinator", start=self._start_coordinator, restart="transient"),
         ]
-        self.root = Supervisor.start_link(
-            children, strategy="rest_for_one", name="job", **self._intensity
-        )
-        log.info(
-            "job_started",
-            workers=self.workers,
-            backend=self.config.backend,
-            dataset=ds.name,
-            pids=dict(self.state.pids),
+        return Supervisor.start_link(
+            children, strategy="rest_for_one", name=self.name, **self._intensity
         )
 
     @property
