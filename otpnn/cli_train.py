@@ -29,7 +29,7 @@ from otpnn.training.job import (
     TrainingJob,
     final_summary,
 )
-from otpnn.training.report import build_report, write_report
+from otpnn.training.report import job_report, write_report
 from otpnn.training.state import Progress
 
 
@@ -208,18 +208,7 @@ def _install_signal_handlers(job: TrainingJob) -> dict[str, int]:
 def _write_report(opts: dict[str, Any], job: TrainingJob, final: dict[str, Any] | None) -> None:
     if not opts["report_path"]:
         return
-    snap = job.state.latest_snapshot()
-    history = snap.history if snap else []
-    report = build_report(
-        job.config,
-        job.workers,
-        epochs=history,
-        events=[e.to_dict() for e in job.state.events()],
-        restarts=job.state.restarts,
-        final=final or {"failed": True, "steps": job.progress.step},
-        dataset=job.dataset.name,
-    )
-    write_report(opts["report_path"], report)
+    write_report(opts["report_path"], job_report(job, final))
 
 
 def _close(bar: tqdm | None) -> None:

@@ -11,13 +11,16 @@ import os
 import platform
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from threadpoolctl import threadpool_info
 
 from otpnn.atomic import write_atomic
 from otpnn.config import TrainConfig
+
+if TYPE_CHECKING:
+    from otpnn.training.job import TrainingJob
 
 SCHEMA = "otpnn-report/1"
 
@@ -63,6 +66,21 @@ def build_report(
         "events": events,
         "final": final,
     }
+
+
+def job_report(job: TrainingJob, final: dict[str, Any] | None) -> dict[str, Any]:
+    """The report of a job as it stands: epochs from its latest snapshot; ``final`` is None for
+    a job that failed or was stopped."""
+    snap = job.state.latest_snapshot()
+    return build_report(
+        job.config,
+        job.workers,
+        epochs=snap.history if snap else [],
+        events=[e.to_dict() for e in job.state.events()],
+        restarts=job.state.restarts,
+        final=final or {"failed": True, "steps": job.progress.step},
+        dataset=job.dataset.name,
+    )
 
 
 def write_report(path: str | os.PathLike, report: dict[str, Any]) -> None:
