@@ -43,7 +43,7 @@ from pykka import ActorDeadError, ActorRegistry, ThreadingFuture, messages
 from pykka._envelope import Envelope
 
 from supervision.reasons import KILLED, NORMAL, Reason, describe
-from supervision.refs import DownCallback, Monitor, MonitorSet
+from supervision.refs import MonitoredHandle, MonitorSet
 
 log = structlog.get_logger("supervision")
 
@@ -72,7 +72,7 @@ class _Wake:
     """Unblocks a killed actor's ``inbox.get()`` so that its thread can leave."""
 
 
-class ThreadActorRef(pykka.ActorRef[Any]):
+class ThreadActorRef(MonitoredHandle, pykka.ActorRef[Any]):
     """A Pykka ``ActorRef`` that also implements :class:`~supervision.refs.ActorHandle`."""
 
     kind: ClassVar[str] = "thread"
@@ -95,18 +95,8 @@ class ThreadActorRef(pykka.ActorRef[Any]):
     def pid(self) -> None:
         return None
 
-    @property
-    def exit_reason(self) -> Reason | None:
-        return self._monitors.reason
-
     def is_alive(self) -> bool:
         return not self._dead
-
-    def monitor(self, callback: DownCallback) -> Monitor:
-        return self._monitors.add(self, callback)
-
-    def demonitor(self, monitor: Monitor) -> None:
-        self._monitors.remove(monitor)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the exit to be reported, then (unless killed) for the thread to end."""

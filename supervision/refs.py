@@ -171,6 +171,23 @@ class MonitorSet:
         return True
 
 
+class MonitoredHandle:
+    """The monitor half of :class:`ActorHandle`, shared by every kind: a handle that owns a
+    :class:`MonitorSet` as ``_monitors`` gets ``exit_reason``, ``monitor`` and ``demonitor``."""
+
+    _monitors: MonitorSet
+
+    @property
+    def exit_reason(self) -> Reason | None:
+        return self._monitors.reason
+
+    def monitor(self, callback: DownCallback) -> Monitor:
+        return self._monitors.add(self, callback)  # type: ignore[arg-type]
+
+    def demonitor(self, monitor: Monitor) -> None:
+        self._monitors.remove(monitor)
+
+
 def _call(callback: DownCallback, down: Down) -> None:
     # A broken monitor callback must not stop the others from being told.
     try:

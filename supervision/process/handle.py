@@ -39,7 +39,7 @@ from pykka import ActorDeadError, CallableProxy, ThreadingFuture, Timeout, messa
 from supervision.process import runner
 from supervision.process.errors import DeadlineExceeded
 from supervision.reasons import KILLED, NORMAL, ExitedWithCode, KilledBySignal, Reason, describe
-from supervision.refs import DownCallback, Monitor, MonitorSet
+from supervision.refs import MonitoredHandle, MonitorSet
 
 _PRELOAD = ["supervision.process.runner"]
 _REAP_SECONDS = 5.0
@@ -91,7 +91,7 @@ class ProcessOptions:
     ask_deadline_is_failure: bool = False
 
 
-class ProcessActorRef:
+class ProcessActorRef(MonitoredHandle):
     """A ref to an actor running in its own process; Pykka's ``ActorRef`` interface plus the
     supervision half of :class:`~supervision.refs.ActorHandle`."""
 
@@ -144,18 +144,8 @@ class ProcessActorRef:
     def pid(self) -> int:
         return self._pid
 
-    @property
-    def exit_reason(self) -> Reason | None:
-        return self._monitors.reason
-
     def is_alive(self) -> bool:
         return not self._dead
-
-    def monitor(self, callback: DownCallback) -> Monitor:
-        return self._monitors.add(self, callback)
-
-    def demonitor(self, monitor: Monitor) -> None:
-        self._monitors.remove(monitor)
 
     def join(self, timeout: float | None = None) -> bool:
         if not self._monitors.wait(timeout):
