@@ -67,7 +67,8 @@ def load_dataset(
         try:
             directory = fetch_mnist(cache_dir(), mirrors)
         except DataError as failed:
-            raise DataError(f"{missing}\nDownload failed: {failed}") from None
+            reason = str(failed).splitlines()[0]  # its advice repeats the one in `missing`
+            raise DataError(f"{missing}\nDownload failed: {reason}") from None
     a = load_mnist(directory)
     return Dataset(
         a["train_images"],
