@@ -90,9 +90,17 @@ def _hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[i
     "--log-format", type=click.Choice(["console", "json"]), default="console", show_default=True
 )
 @click.option("--quiet", is_flag=True, help="No progress bar; warnings and errors only.")
+@click.option(
+    "--verbose",
+    is_flag=True,
+    help="Log every lifecycle event (actor starts with pids, restarts); json logs always do.",
+)
 def train(**opts: Any) -> None:
     """Train the MLP with a supervision tree of Loader, workers and Coordinator."""
-    configure_logging(opts["log_format"], quiet=opts["quiet"])
+    # On a console the bar and the epoch lines tell the story; lifecycle events are for --verbose
+    # or for machines (json). Warnings (faults, lost workers, give-ups) always show.
+    chatty = opts["verbose"] or (opts["log_format"] == "json" and not opts["quiet"])
+    configure_logging(opts["log_format"], quiet=not chatty)
     config, options = _parse(opts)
     try:
         dataset = load_dataset(config)
