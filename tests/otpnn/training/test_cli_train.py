@@ -82,9 +82,22 @@ def test_giving_up_exits_1_and_leaves_a_resumable_checkpoint(tmp_path, reference
     checkpoint = ckpt / "checkpoint.safetensors"
     saved = checkpoint.read_bytes()
 
-    chaos = otpnn("train", *SMALL, "--epochs", "2", "--workers", "2", "--chaos", "1.0",
-                  "--checkpoint-dir", str(ckpt), "--resume")  # fmt: skip
+    failed_report = tmp_path / "failed.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "otpnn", "train", *SMALL, "--epochs", "2", "--workers", "2",
+         "--chaos", "1.0", "--checkpoint-dir", str(ckpt), "--resume", "--report",
+         str(failed_report)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _, stderr = proc.communicate(timeout=90)
+    chaos = subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr)
     assert chaos.returncode == 1
+    # Nothing left behind: every worker process it started is gone, and so are its segments.
+    events = json.loads(failed_report.read_text())["events"]
+    pids = {e["pid"] for e in events if e["kind"] == "started"}
+    assert len(pids) > 4  # it did restart workers before giving up
+    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+    assert not list(Path("/dev/shm").glob(f"otpnn_{proc.pid}_*"))
     assert "gave up" in chaos.stderr
     assert "worker-" in chaos.stderr
     assert str(checkpoint) in chaos.stderr
