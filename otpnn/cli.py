@@ -6,6 +6,7 @@ import click
 
 from otpnn import __version__
 from otpnn.cli_data import data
+from otpnn.cli_serve import serve
 from otpnn.cli_train import train
 
 
@@ -16,4 +17,5 @@ def main() -> None:
 
 
 main.add_command(data)
+main.add_command(serve)
 main.add_command(train)

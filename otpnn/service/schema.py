@@ -1,0 +1,95 @@
+"""What a client may send: the job request, validated before anything runs.
+
+The config fields are :class:`~otpnn.config.TrainConfig`'s (the CLI's long options with
+underscores) plus the CLI's per-run options (faults, chaos, step timeout, restart intensity).
+Bounds here are the service's resource limits, tighter than the trainer's own checks, so no
+request can ask for a model or a dataset that would exhaust the machine; ``TrainConfig``
+validates again (e.g. ``shard_size <= batch_size``). This model is also the OpenAPI schema.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_PARAMETERS = 4_000_000
+MAX_WORKERS = max(16, 2 * (os.cpu_count() or 1))
+
+Size = Annotated[int, Field(ge=1, le=100_000)]
+Layer = Annotated[int, Field(ge=1, le=4096)]
+
+
+class JobRequest(BaseModel):
+    """A training job: the fields of ``otpnn train``'s options; omitted ones take its defaults."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    dataset: Literal["mnist", "synthetic"] = "mnist"
+    data_dir: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
+        None, description="Absolute path of an existing directory with the MNIST files; read only."
+    )
+    epochs: Annotated[int, Field(ge=1, le=1000)] = 5
+    batch_size: Annotated[int, Field(ge=1, le=60_000)] = 64
+    shard_size: Annotated[int, Field(ge=1, le=60_000)] | None = None
+    lr: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 0.2
+    momentum: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.5
+    weight_decay: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
+    hidden: Annotated[list[Layer], Field(min_length=1, max_length=8)] = [128, 64]
+    activation: Literal["relu", "sigmoid"] = "relu"
+    dtype: Literal["float32", "float64"] = "float32"
+    workers: Annotated[int, Field(ge=1, le=MAX_WORKERS)] | None = Field(
+        None, description="Default: one per core."
+    )
+    backend: Literal["thread", "process"] = "process"
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+    synthetic_train: Size = 2048
+    synthetic_test: Size = 512
+    checkpoint_every: Annotated[int, Field(ge=0, le=1_000_000)] | None = Field(
+        None, description="Steps between checkpoints; 0 = epoch ends; default: the service's."
+    )
+    faults: Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=32)] = Field(
+        [], description="Fault specs KIND:TARGET@WHEN, as --fault; for the first run only."
+    )
+    chaos: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
+    chaos_seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+    step_timeout: Annotated[float, Field(ge=0.1, le=3600, allow_inf_nan=False)] = 30.0
+    max_restarts: Annotated[int, Field(ge=0, le=1000)] = 3
+    max_seconds: Annotated[float, Field(ge=0.001, le=3600, allow_inf_nan=False)] = 5.0
+
+    @model_validator(mode="after")
+    def _model_fits(self) -> JobRequest:
+        sizes = [784, *self.hidden, 10]
+        n = sum((a + 1) * b for a, b in itertools.pairwise(sizes))
+        if n > MAX_PARAMETERS:
+            raise ValueError(f"the network has {n} parameters; at most {MAX_PARAMETERS} allowed")
+        return self
+
+
+class FaultRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    spec: Annotated[str, Field(min_length=1, max_length=200)] = Field(
+        description="KIND:TARGET@WHEN, the grammar of --fault, e.g. kill:worker=0@step=10"
+    )
+
+
+def check_data_dir(value: str | None, state_dir: Path) -> str | None:
+    """A data_dir is read-only input: an absolute, existing directory without ``..``, outside
+    the state directory. Returns it normalised; ValueError says what is wrong."""
+    if value is None:
+        return None
+    if "\x00" in value:
+        raise ValueError("data_dir must not contain NUL bytes")
+    path = Path(value)
+    if not path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"data_dir {value!r} must be an absolute path without '..'")
+    resolved = path.resolve()
+    if resolved == state_dir or state_dir in resolved.parents:
+        raise ValueError("data_dir must not be inside the service's state directory")
+    if not resolved.is_dir():
+        raise ValueError(f"data_dir {value!r} is not an existing directory")
+    return str(resolved)
