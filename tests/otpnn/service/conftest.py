@@ -1,0 +1,125 @@
+"""Fixtures for the service tests: a real server on a free 127.0.0.1 port, an httpx client,
+small synthetic jobs (well under a second each) and their fault-free reference checksum."""
+
+from __future__ import annotations
+
+import functools
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from otpnn.config import TrainConfig
+from otpnn.data import synthetic_dataset
+from otpnn.reference import train_reference
+from otpnn.service import create_app
+from otpnn.service.jobs import JobManager
+from otpnn.service.server import ServiceServer
+
+# 768 samples, batch 64: 12 steps an epoch, 24 in all.
+JOB = {
+    "dataset": "synthetic",
+    "synthetic_train": 768,
+    "synthetic_test": 256,
+    "epochs": 2,
+    "batch_size": 64,
+    "seed": 7,
+    "workers": 2,
+    "backend": "process",
+}
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+@functools.cache
+def reference_sha() -> str:
+    cfg = TrainConfig(**{k: v for k, v in JOB.items() if k not in ("workers", "backend")})
+    dataset = synthetic_dataset(cfg.seed, cfg.synthetic_train, cfg.synthetic_test)
+    return train_reference(cfg, dataset).params_sha256
+
+
+@pytest.fixture(scope="session")
+def fault_free_sha() -> str:
+    return reference_sha()
+
+
+@dataclass
+class Service:
+    url: str
+    client: httpx.Client
+    manager: JobManager
+    state_dir: Path
+
+    def submit(self, **overrides: Any) -> str:
+        r = self.client.post("/jobs", json={**JOB, **overrides})
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        r = self.client.get(f"/jobs/{job_id}")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def wait(
+        self, job_id: str, until: Callable[[dict], bool] | None = None, timeout: float = 30
+    ) -> dict[str, Any]:
+        """Poll until ``until(status)`` (default: a terminal state)."""
+        until = until or (lambda j: j["state"] in TERMINAL)
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.job(job_id)
+            if until(status):
+                return status
+            assert time.monotonic() < deadline, f"timed out; last status {status}"
+            time.sleep(0.05)
+
+
+def free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
+    """service(max_jobs=1, token=None, headers=None, state_dir=...) -> a live Service; every
+    one started is shut down (jobs stopped, server thread joined) after the test."""
+    running: list[tuple[ServiceServer, threading.Thread, httpx.Client, socket.socket]] = []
+
+    def start(
+        *,
+        max_jobs: int = 1,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        state_dir: Path | None = None,
+    ) -> Service:
+        state = state_dir or tmp_path / "state"
+        app = create_app(state, max_jobs=max_jobs, token=token, shutdown_timeout=15)
+        sock = free_socket()
+        server = ServiceServer(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        thread = threading.Thread(target=server.run, args=([sock],), name="test-uvicorn")
+        thread.start()
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        client = httpx.Client(base_url=url, headers=headers or {}, timeout=10)
+        running.append((server, thread, client, sock))
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive(), "the server thread died while starting"
+            assert time.monotonic() < deadline, "the server did not start within 10 s"
+            time.sleep(0.01)
+        return Service(url, client, app.state.manager, state.resolve())
+
+    yield start
+    for server, thread, client, sock in running:
+        client.close()
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+        assert not thread.is_alive(), "the server thread did not stop"
