@@ -58,6 +58,12 @@ def main() -> int:
     ap.add_argument("--workers", default="1,2,4")
     ap.add_argument("--backends", default="thread,process")
     ap.add_argument("--repeat", type=int, default=1, help="Runs per cell; the best is kept.")
+    ap.add_argument(
+        "--shards-per-batch",
+        type=int,
+        default=0,
+        help="Micro-shards per batch (shard size = batch / K); 0 = the config default (4).",
+    )
     args = ap.parse_args()
     configure_logging(quiet=True)
 
@@ -65,9 +71,15 @@ def main() -> int:
     dataset = load_dataset(base, download=False)
     images, labels = dataset.train_images, dataset.train_labels
     print(f"MNIST {len(labels)} samples, {os.cpu_count()} cores, 1 BLAS thread per worker")
-    print(f"{'batch':>5} {'runner':<18} {'epoch s':>8} {'vs plain':>9}  checksum")
+    print(
+        f"{'batch':>5} {'runner':<18} {'epoch s':>8} {'vs plain':>9}  checksum   (shards/batch:"
+        f" {args.shards_per_batch or 4})"
+    )
     for batch in (int(b) for b in args.batch_sizes.split(",")):
-        cfg = TrainConfig(**{**base.to_dict(), "batch_size": batch, "hidden": base.hidden})
+        shard = -(-batch // args.shards_per_batch) if args.shards_per_batch else None
+        cfg = TrainConfig(
+            **{**base.to_dict(), "batch_size": batch, "hidden": base.hidden, "shard_size": shard}
+        )
         plain = min(plain_epoch(cfg, images, labels) for _ in range(args.repeat))
         print(f"{batch:>5} {'plain loop':<18} {plain:>8.3f} {1.0:>8.2f}x")
         sums = set()
