@@ -19,8 +19,13 @@ defmodule OtpnnRef.Coordinator do
   @doc "Called by a worker from its init: it is ready for work."
   def worker_up(index, pid), do: GenServer.cast(__MODULE__, {:worker_up, index, pid})
 
+  # Same reason as in the Worker: the reduction and update rebuild all parameters every step.
+  @min_heap_words 4_000_000
+
   @impl true
   def init(job) do
+    Process.flag(:min_heap_size, @min_heap_words)
+
     for {_, pid, _, _} <- DynamicSupervisor.which_children(OtpnnRef.WorkerSup),
         do: DynamicSupervisor.terminate_child(OtpnnRef.WorkerSup, pid)
 
