@@ -1,0 +1,145 @@
+"""``otpnn compare``: the table, the verdict and its exit codes, and clear refusals (exit 2)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from otpnn.cli import main
+
+CONFIG = {
+    "dataset": "synthetic",
+    "epochs": 2,
+    "batch_size": 32,
+    "shard_size": 8,
+    "lr": 0.2,
+    "momentum": 0.5,
+    "weight_decay": 0.0,
+    "hidden": [16],
+    "activation": "relu",
+    "seed": 0,
+    "dtype": "float32",
+    "dataset_name": "synthetic(seed=0, train=256, test=64)",
+}
+
+
+def report(system: str, workers: int, seconds: float, losses=(1.14, 0.056)) -> dict:
+    rows = [
+        {
+            "epoch": e,
+            "seconds": seconds,
+            "samples_per_second": 256 / seconds,
+            "train_loss": loss,
+            "train_accuracy": 0.7 + 0.1 * e,
+            "test_loss": loss / 2,
+            "test_accuracy": 1.0,
+        }
+        for e, loss in enumerate(losses, 1)
+    ]
+    return {
+        "schema": "otpnn-report/1",
+        "system": system,
+        "config": {**CONFIG, "workers": workers},
+        "environment": {"workers": workers},
+        "epochs": rows,
+        "restarts": 0,
+        "events": [],
+        "final": {"test_accuracy": 1.0, "params_sha256": f"{system}-sha", "steps": 16},
+    }
+
+
+def write(tmp_path: Path, name: str, data: object) -> str:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return str(path)
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, ["compare", *args])
+
+
+def test_equivalent_reports_give_the_table_speedup_and_exit_0(tmp_path) -> None:
+    a = write(tmp_path, "a.json", report("otpnn", 1, 2.0))
+    b = write(tmp_path, "b.json", report("otpnn", 2, 1.0))
+    c = write(tmp_path, "c.json", report("elixir-reference", 1, 8.0, (1.14 * (1 + 1e-7), 0.056)))
+    result = run(a, b, c)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split()[:2] == ["epoch", "run"]
+    two = next(line for line in lines if "otpnn, 2 workers" in line and line.startswith("1 "))
+    assert two.split()[-2:] == ["2.00x", "0"]  # half the seconds of the 1-worker run
+    assert "bit-identical parameters" in result.output  # the two otpnn runs share a checksum
+    assert "EQUIVALENT: elixir-reference, 1 worker" in result.output
+    assert result.output.rstrip().endswith("verdict: equivalent")
+
+
+def test_a_loss_off_by_one_percent_is_not_equivalent_exit_1(tmp_path) -> None:
+    a = write(tmp_path, "a.json", report("otpnn", 1, 2.0))
+    b = write(tmp_path, "b.json", report("elixir-reference", 1, 8.0, (1.14 * 1.01, 0.056)))
+    result = run(a, b)
+    assert result.exit_code == 1
+    assert "NOT EQUIVALENT: elixir-reference" in result.output
+    assert "verdict: NOT equivalent" in result.output
+    assert run(a, b, "--rtol", "0.02").exit_code == 0  # the tolerance is what decides
+
+
+def _bad_reports() -> dict[str, tuple[object, str]]:
+    good = report("otpnn", 1, 1.0)
+    no_loss = copy.deepcopy(good)
+    del no_loss["epochs"][1]["train_loss"]
+    failed = {**good, "final": {"failed": True, "steps": 3}}
+    return {
+        "not-json": ("{oops", "not JSON"),
+        "array": ([1, 2], "expected a JSON object"),
+        "schema": ({**good, "schema": "other/2"}, "schema is 'other/2'"),
+        "no-epochs": ({**good, "epochs": []}, "no epoch rows"),
+        "row": (no_loss, "epochs[1] lacks a number for train_loss"),
+        "failed": (failed, "the run failed"),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_bad_reports()))
+def test_malformed_report_is_refused_with_exit_2_naming_the_file(tmp_path, case) -> None:
+    data, message = _bad_reports()[case]
+    a = write(tmp_path, "good.json", report("otpnn", 1, 1.0))
+    bad = write(tmp_path, "bad.json", data)
+    result = run(a, bad)
+    assert result.exit_code == 2
+    assert "bad.json" in result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_reports_of_different_trainings_are_refused_exit_2(tmp_path) -> None:
+    other = report("elixir-reference", 1, 1.0)
+    other["config"]["lr"] = 0.1
+    a = write(tmp_path, "a.json", report("otpnn", 1, 1.0))
+    result = run(a, write(tmp_path, "b.json", other))
+    assert result.exit_code == 2
+    assert "not comparable" in result.output
+    assert "lr: 0.2 vs 0.1" in result.output
+
+
+def test_missing_file_and_single_report_exit_2(tmp_path) -> None:
+    a = write(tmp_path, "a.json", report("otpnn", 1, 1.0))
+    missing = run(a, str(tmp_path / "nope.json"))
+    assert missing.exit_code == 2
+    assert "nope.json: cannot read" in missing.output
+    single = run(a)
+    assert single.exit_code == 2
+    assert "at least two reports" in single.output
+
+
+def test_plot_writes_a_png(tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    a = write(tmp_path, "a.json", report("otpnn", 1, 2.0))
+    b = write(tmp_path, "b.json", report("elixir-reference", 2, 4.0))
+    c = write(tmp_path, "c.json", report("elixir-reference", 1, 8.0))
+    png = tmp_path / "fig" / "cmp.png"
+    result = run(a, b, c, "--plot", str(png))
+    assert result.exit_code == 0, result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
