@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from otpnn.config import ConfigError
 from otpnn.faults import FaultSpecError
@@ -129,6 +130,10 @@ def _file(manager: JobManager, path: os.PathLike, job_id: str, media_type: str) 
 def _errors(app: FastAPI) -> None:
     def error(status: int, message: str, **extra: Any) -> JSONResponse:
         return JSONResponse({"error": message, **extra}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_r: Request, e: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(e.detail)}, status_code=e.status_code, headers=e.headers)
 
     @app.exception_handler(UnknownJob)
     async def unknown_job(_r: Request, e: UnknownJob) -> JSONResponse:

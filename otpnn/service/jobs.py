@@ -59,6 +59,18 @@ DATASET_CACHE = 4
 RUN_OPTIONS = ("faults", "chaos", "chaos_seed", "step_timeout", "max_restarts", "max_seconds")
 
 
+NOT_STARTED = {
+    "step": 0,
+    "epoch": 0,
+    "total_steps": 0,
+    "metrics": None,
+    "restarts": 0,
+    "restarts_by_actor": {},
+    "faults_injected": 0,
+    "pids": {},
+}
+
+
 class Conflict(RuntimeError):
     """The request does not fit the job's state (e.g. a fault for a job that is not running)."""
 
@@ -159,6 +171,7 @@ class JobManager:
             "finished": None,
             "error": None,
             "resumes": 0,
+            **NOT_STARTED,
         }
         with self._lock:
             if self._closing:

@@ -32,7 +32,7 @@ class JobCollector:
         yield by_state
 
         steps = CounterMetricFamily("otpnn_steps", "Optimisation steps done, all jobs.")
-        steps.add_metric([], sum(j.get("step", 0) for j in jobs))
+        steps.add_metric([], sum(j["step"] for j in jobs))
         yield steps
 
         job_step = GaugeMetricFamily(
@@ -46,13 +46,13 @@ class JobCollector:
         restarts: dict[str, int] = {}
         faults = 0
         for j in jobs:
-            faults += j.get("faults_injected", 0)
-            for actor, n in j.get("restarts_by_actor", {}).items():
+            faults += j["faults_injected"]
+            for actor, n in j["restarts_by_actor"].items():
                 restarts[actor_kind(actor)] = restarts.get(actor_kind(actor), 0) + n
             if j["state"] != "running":
                 continue
-            job_step.add_metric([j["id"]], j.get("step", 0))
-            if j.get("metrics"):
+            job_step.add_metric([j["id"]], j["step"])
+            if j["metrics"]:
                 speed.add_metric([j["id"]], j["metrics"]["samples_per_second"])
         yield job_step
         yield speed

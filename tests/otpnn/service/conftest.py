@@ -49,6 +49,12 @@ def fault_free_sha() -> str:
     return reference_sha()
 
 
+@pytest.fixture
+def job_config() -> dict[str, Any]:
+    """The small job every test trains (a fresh copy)."""
+    return dict(JOB)
+
+
 @dataclass
 class Service:
     url: str
@@ -81,7 +87,9 @@ class Service:
 
 
 def free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and
+    # without it every keep-alive request waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     return sock

@@ -85,7 +85,7 @@ def test_cancel_a_running_and_a_queued_job(service) -> None:
 def test_a_worker_kill_injected_through_the_api_is_recovered(service, fault_free_sha) -> None:
     svc = service()
     job_id = svc.submit(**SLOW)
-    svc.wait(job_id, lambda j: j.get("step", 0) >= 1)
+    svc.wait(job_id, lambda j: j["step"] >= 1)
     r = svc.client.post(f"/jobs/{job_id}/faults", json={"spec": "kill:worker=0@step=8"})
     assert r.status_code == 200, r.text
     status = svc.wait(job_id)
@@ -117,7 +117,7 @@ def test_a_failing_job_leaves_the_others_and_the_service_alone(service, fault_fr
 def test_tree_shows_the_running_job_down_to_its_worker_processes(service) -> None:
     svc = service()
     job_id = svc.submit(**SLOW)
-    status = svc.wait(job_id, lambda j: j.get("step", 0) >= 1)
+    status = svc.wait(job_id, lambda j: j["step"] >= 1)
     tree = svc.client.get("/tree").json()
     assert tree["id"] == "otpnn-service"
     (jobs,) = tree["children"]
@@ -142,7 +142,7 @@ def test_unfinished_jobs_resume_when_the_service_starts_again(service, fault_fre
     first = service(state_dir=state)
     job_id = first.submit(**SLOW, checkpoint_every=2)
     queued = first.submit()
-    first.wait(job_id, lambda j: j.get("step", 0) >= 2)
+    first.wait(job_id, lambda j: j["step"] >= 2)
     first.manager.shutdown(15)  # what SIGTERM does: checkpoint, leave it unfinished on disk
     record = json.loads((state / "jobs" / job_id / "job.json").read_text())
     assert record["state"] == "running"

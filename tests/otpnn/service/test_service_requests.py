@@ -1,0 +1,160 @@
+"""Bad, hostile and unauthenticated requests: each gets a clear 4xx JSON error, and nothing
+changes (no job, no file outside the state dir, the service still healthy)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+BAD_JOBS = [
+    ({"epochs": "2"}, "epochs"),
+    ({"epochs": True}, "epochs"),
+    ({"epoch": 2}, "epoch"),
+    ({"lr": -1}, "lr"),
+    ({"momentum": 1.0}, "momentum"),
+    ({"hidden": []}, "hidden"),
+    ({"hidden": [4096] * 8}, "parameters"),
+    ({"backend": "gpu"}, "backend"),
+    ({"shard_size": 65}, "invalid shard_size=65: expected at most batch_size (64)"),
+    ({"workers": 0}, "workers"),
+    ({"faults": ["crash:gpu@step=1"]}, "unknown TARGET 'gpu'"),
+    ({"faults": ["crash:worker=5@step=1"]}, "this job has workers 0..1"),
+    ({"data_dir": "relative/dir"}, "must be an absolute path"),
+    ({"data_dir": "/tmp/../etc"}, "without '..'"),
+    ({"data_dir": "/nonexistent/mnist"}, "not an existing directory"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), BAD_JOBS)
+def test_a_bad_job_config_is_a_422_naming_the_problem(service, job_config, change, message):
+    svc = service()
+    r = svc.client.post("/jobs", json={**job_config, **change})
+    assert r.status_code == 422, r.text
+    assert message in r.json()["error"]
+    assert svc.client.get("/jobs").json() == []
+
+
+def test_data_dir_inside_the_state_dir_is_refused(service) -> None:
+    svc = service()
+    (svc.state_dir / "jobs").mkdir(exist_ok=True)
+    r = svc.client.post("/jobs", json={"data_dir": str(svc.state_dir / "jobs")})
+    assert r.status_code == 422
+    assert "inside the service's state directory" in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "message"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b"[1, 2]", 422, "invalid request"),
+        (b'{"lr": NaN}', 422, "lr"),
+        (b"", 422, "invalid request"),
+    ],
+)
+def test_malformed_bodies_are_4xx(service, content, status, message) -> None:
+    svc = service()
+    r = svc.client.post("/jobs", content=content, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+
+
+def test_oversized_bodies_are_413_declared_or_streamed(service) -> None:
+    svc = service()
+    big = b'{"faults": ["' + b"x" * 70_000 + b'"]}'
+    r = svc.client.post("/jobs", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert "over 65536 bytes" in r.json()["error"]
+    chunked = svc.client.post(
+        "/jobs",
+        content=iter([big[:40_000], big[40_000:]]),
+        headers={"content-type": "application/json"},
+    )
+    assert chunked.status_code == 413
+    assert svc.client.get("/jobs").json() == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/jobs/000000000000",
+        "/jobs/..%2F..%2Fetc%2Fpasswd",
+        "/jobs/..%2Fjobs/report",
+        "/jobs/%2e%2e/model",
+        "/jobs/ABCDEF123456/report",
+    ],
+)
+def test_unknown_or_traversing_job_ids_are_404(service, path) -> None:
+    svc = service()
+    r = svc.client.get(path)
+    assert r.status_code == 404
+    assert "error" in r.json()
+
+
+def test_faults_bad_spec_unknown_job_and_not_running(service) -> None:
+    svc = service()
+    missing = svc.client.post("/jobs/000000000000/faults", json={"spec": "crash:worker=0@step=1"})
+    assert missing.status_code == 404
+    blocker = svc.submit(faults=["slow=1:worker=any@step=2"])
+    queued = svc.submit()
+    bad = svc.client.post(f"/jobs/{blocker}/faults", json={"spec": "explode:worker=0@step=1"})
+    assert bad.status_code == 422
+    assert "unknown KIND 'explode'" in bad.json()["error"]
+    typed = svc.client.post(f"/jobs/{blocker}/faults", json={"spec": 5})
+    assert typed.status_code == 422
+    not_running = svc.client.post(f"/jobs/{queued}/faults", json={"spec": "crash:worker=0@step=1"})
+    assert not_running.status_code == 409
+    assert "is queued" in not_running.json()["error"]
+    early = svc.client.get(f"/jobs/{queued}/report")
+    assert early.status_code == 409
+    for job_id in (queued, blocker):
+        svc.client.post(f"/jobs/{job_id}/cancel")
+        svc.wait(job_id)
+    assert svc.client.get("/healthz").json()["jobs"]["cancelled"] == 2
+
+
+TOKEN = "s3cret-token-0123456789"
+
+
+def test_with_a_token_everything_but_healthz_needs_it(service) -> None:
+    svc = service(token=TOKEN)
+    anonymous = svc.client
+    assert anonymous.get("/healthz").status_code == 200
+    for method, path in [("GET", "/jobs"), ("POST", "/jobs"), ("GET", "/tree"),
+                         ("GET", "/metrics"), ("GET", "/openapi.json"), ("GET", "/docs"),
+                         ("GET", "/jobs/000000000000")]:  # fmt: skip
+        r = anonymous.request(method, path)
+        assert r.status_code == 401, (method, path)
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert r.json() == {"error": "missing or wrong bearer token"}
+    wrong = anonymous.get("/jobs", headers={"Authorization": f"Bearer {TOKEN}x"})
+    assert wrong.status_code == 401
+    basic = anonymous.get("/jobs", headers={"Authorization": TOKEN})
+    assert basic.status_code == 401
+    ok = anonymous.get("/jobs", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert ok.status_code == 200
+    assert ok.json() == []
+
+
+def test_without_a_token_the_api_is_open(service) -> None:
+    svc = service()
+    assert svc.client.get("/jobs").status_code == 200
+    assert svc.client.get("/metrics").status_code == 200
+
+
+def test_openapi_documents_the_contract(service) -> None:
+    svc = service()
+    doc = svc.client.get("/openapi.json").json()
+    assert set(doc["paths"]) >= {
+        "/jobs", "/jobs/{job_id}", "/jobs/{job_id}/cancel", "/jobs/{job_id}/report",
+        "/jobs/{job_id}/model", "/jobs/{job_id}/faults", "/tree", "/healthz", "/metrics",
+    }  # fmt: skip
+    fields = doc["components"]["schemas"]["JobRequest"]["properties"]
+    assert {"dataset", "data_dir", "epochs", "batch_size", "workers", "backend", "seed"} <= set(
+        fields
+    )
+    assert doc["components"]["schemas"]["JobRequest"]["additionalProperties"] is False
+
+
+def test_the_server_binds_loopback_only(service) -> None:
+    svc = service()
+    assert httpx.URL(svc.url).host == "127.0.0.1"
