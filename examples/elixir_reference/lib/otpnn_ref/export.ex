@@ -30,9 +30,9 @@ defmodule OtpnnRef.Export do
     n_layers = length(manifest["layer_sizes"]) - 1
 
     for i <- 0..(n_layers - 1) do
-      {[fan_in, fan_out], w} = tensors["layer#{i}.weight"]
+      {[_fan_in, fan_out], w} = tensors["layer#{i}.weight"]
       {[^fan_out], b} = tensors["layer#{i}.bias"]
-      MLP.layer_from_row_major(w, fan_in, fan_out, b)
+      MLP.layer_from_row_major(w, fan_out, b)
     end
   end
 

@@ -6,7 +6,7 @@ defmodule OtpnnRef.MLP do
   A layer is `{w, b}` with `w` in otpnn's (in, out) layout: one list of `out` weights per INPUT
   unit. A layer's output is then the sum of `x_i * w_i` over the inputs, and the inputs that are
   exactly zero (blank pixels, ReLU-silenced units; most of them on MNIST) are skipped: adding
-  0.0 changes nothing, and this orientation makes skipping them cost nothing (5x faster than
+  0.0 changes nothing, and this orientation makes skipping them cost nothing (4x faster than
   one dot product per output unit). Gradients are SUMS over a shard's samples, so shard
   gradients add up to the batch's, as in otpnn.
   """
@@ -15,8 +15,8 @@ defmodule OtpnnRef.MLP do
   @type params :: [layer()]
 
   @doc "A layer from otpnn's row-major (in, out) weights."
-  @spec layer_from_row_major([float()], pos_integer(), pos_integer(), [float()]) :: layer()
-  def layer_from_row_major(w, _fan_in, fan_out, b), do: {Enum.chunk_every(w, fan_out), b}
+  @spec layer_from_row_major([float()], pos_integer(), [float()]) :: layer()
+  def layer_from_row_major(w, fan_out, b), do: {Enum.chunk_every(w, fan_out), b}
 
   @doc "Parameters flattened in otpnn's layout: W (in, out) row-major, then b, per layer."
   @spec to_row_major(params()) :: [float()]
@@ -57,8 +57,8 @@ defmodule OtpnnRef.MLP do
     {acts, _} =
       params
       |> Enum.with_index()
-      |> Enum.reduce({[x], length(params) - 1}, fn {{wt, b}, k}, {[a | _] = acts, last} ->
-        z = affine(wt, b, a)
+      |> Enum.reduce({[x], length(params) - 1}, fn {{w, b}, k}, {[a | _] = acts, last} ->
+        z = affine(w, b, a)
         {[if(k < last, do: activate(z, activation), else: z) | acts], last}
       end)
 

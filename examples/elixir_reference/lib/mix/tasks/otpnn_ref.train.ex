@@ -49,8 +49,8 @@ defmodule Mix.Tasks.OtpnnRef.Train do
   end
 
   defp job!(dir, workers, opts) do
-    manifest = Export.manifest!(dir)
     faults = for {:fault, spec} <- opts, do: Fault.parse!(spec)
+    manifest = Export.manifest!(dir)
 
     %{
       dir: dir,
