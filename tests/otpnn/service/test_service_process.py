@@ -1,0 +1,152 @@
+"""``otpnn serve`` as a user runs it: a real subprocess, killed with SIGKILL or stopped with
+SIGTERM mid-job, then started again on the same state dir."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+# Parks the job at step 12 (after the step-10 checkpoint) long enough to kill the service.
+PARKED = {"faults": ["slow=30:worker=any@step=12"], "checkpoint_every": 5}
+
+
+class ServeProcess:
+    def __init__(self, state_dir: Path, *args: str) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "otpnn", "serve", "--port", str(port),
+             "--state-dir", str(state_dir), *args],
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        self.client = httpx.Client(base_url=self.url, timeout=10)
+        deadline = time.monotonic() + 30
+        while True:
+            assert self.proc.poll() is None, self.proc.communicate()[1]
+            try:
+                if self.client.get("/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the service did not come up"
+            time.sleep(0.05)
+
+    def wait_job(self, job_id: str, until, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while not until(status := self.client.get(f"/jobs/{job_id}").json()):
+            assert time.monotonic() < deadline, status
+            time.sleep(0.05)
+        return status
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> tuple[int, str, float]:
+        t0 = time.monotonic()
+        self.proc.send_signal(sig)
+        _, err = self.proc.communicate(timeout=timeout)
+        self.client.close()
+        return self.proc.returncode, err, time.monotonic() - t0
+
+
+@pytest.fixture
+def serve_process(tmp_path: Path) -> Iterator:
+    started: list[ServeProcess] = []
+
+    def start(*args: str) -> ServeProcess:
+        started.append(ServeProcess(tmp_path / "state", *args))
+        return started[-1]
+
+    yield start
+    for p in started:
+        if p.proc.poll() is None:
+            p.stop(signal.SIGKILL)
+
+
+def _gone(pid: int) -> bool:
+    """Not running: no such process, or a zombie waiting for a reaper."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def _submit(service: ServeProcess, job_config: dict) -> str:
+    r = service.client.post("/jobs", json={**job_config, **PARKED})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def test_sigkill_mid_job_then_restart_resumes_to_the_same_checksum(
+    serve_process, job_config, fault_free_sha
+) -> None:
+    first = serve_process()
+    job_id = _submit(first, job_config)
+    parked = first.wait_job(job_id, lambda j: j["step"] >= 11)
+    pids = list(parked["pids"].values())
+    assert len(pids) == 2
+    first.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while not all(_gone(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(_gone(p) for p in pids), "a worker of the killed service survived it"
+
+    second = serve_process()
+    done = second.wait_job(job_id, lambda j: j["state"] in ("succeeded", "failed"))
+    assert done["state"] == "succeeded", done["error"]
+    assert done["resumes"] == 1
+    assert done["final"]["params_sha256"] == fault_free_sha
+    report = second.client.get(f"/jobs/{job_id}/report").json()
+    assert report["final"]["params_sha256"] == fault_free_sha
+    assert not any(e["kind"] == "fault_injected" for e in report["events"])  # not fired again
+    assert second.stop()[0] == 0
+
+
+def test_sigterm_checkpoints_exits_0_and_the_job_resumes(
+    serve_process, job_config, fault_free_sha, tmp_path
+) -> None:
+    first = serve_process("--log-format", "json")
+    job_id = _submit(first, job_config)
+    first.wait_job(job_id, lambda j: j["step"] >= 11)
+    code, err, seconds = first.stop(signal.SIGTERM)
+    assert code == 0, err
+    assert seconds < 15
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any(e.get("job") == job_id and e["event"] == "job_interrupted" for e in lines)
+    assert all(line.startswith("{") for line in err.splitlines() if line.strip())
+    job_dir = tmp_path / "state" / "jobs" / job_id
+    assert json.loads((job_dir / "job.json").read_text())["state"] == "running"
+    assert (job_dir / "ckpt" / "checkpoint.safetensors").is_file()
+
+    second = serve_process()
+    done = second.wait_job(job_id, lambda j: j["state"] in ("succeeded", "failed"))
+    assert done["state"] == "succeeded", done["error"]
+    assert done["final"]["params_sha256"] == fault_free_sha
+    assert second.stop()[0] == 0
+
+
+def test_token_file_is_required_and_checked(serve_process, tmp_path) -> None:
+    token = tmp_path / "token"
+    token.write_text("short\n")
+    bad = subprocess.run(
+        [sys.executable, "-m", "otpnn", "serve", "--token-file", str(token)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert "at least 16 characters" in bad.stderr
+    token.write_text("0123456789abcdef0123\n")
+    service = serve_process("--token-file", str(token))
+    assert service.client.get("/jobs").status_code == 401
+    ok = service.client.get("/jobs", headers={"Authorization": "Bearer 0123456789abcdef0123"})
+    assert ok.status_code == 200
+    assert service.stop()[0] == 0
