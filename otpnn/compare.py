@@ -304,19 +304,22 @@ def plot(reports: list[Report], path: str | os.PathLike) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise ReportError("--plot needs matplotlib: pip install 'otpnn[plot]'") from None
+    from matplotlib.ticker import MaxNLocator
+
     fig, (loss_ax, up_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    systems = list(dict.fromkeys(r.system for r in reports))
     for r in reports:
+        # One line style per system, so equivalent runs that overlap stay visible.
+        style = ("-", "--", ":")[systems.index(r.system) % 3]
         epochs = [row["epoch"] for row in r.epochs]
-        loss_ax.plot(
-            epochs, [row["train_loss"] for row in r.epochs], "o-", label=f"{r.label} train"
-        )
+        train = [row["train_loss"] for row in r.epochs]
+        loss_ax.plot(epochs, train, "o" + style, label=f"{r.label} train", alpha=0.8)
         if all(_number(row.get("test_loss")) for row in r.epochs):
-            loss_ax.plot(
-                epochs, [row["test_loss"] for row in r.epochs], "x--", label=f"{r.label} test"
-            )
+            test = [row["test_loss"] for row in r.epochs]
+            loss_ax.plot(epochs, test, "x" + style, label=f"{r.label} test", alpha=0.8)
     loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss per epoch")
     loss_ax.legend(fontsize=7)
-    for system in dict.fromkeys(r.system for r in reports):
+    for system in systems:
         runs = sorted((r for r in reports if r.system == system), key=lambda r: r.workers)
         base = next((r for r in runs if r.workers == 1), None)
         if base is None:
@@ -325,6 +328,8 @@ def plot(reports: list[Report], path: str | os.PathLike) -> None:
         up_ax.plot([r.workers for r in runs], ups, "o-", label=system)
     up_ax.set(xlabel="workers", ylabel="speed-up vs 1 worker", title="Throughput speed-up")
     up_ax.legend(fontsize=8)
+    for ax in (loss_ax, up_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -1,0 +1,119 @@
+"""otpnn and the Elixir reference (examples/elixir_reference) on the same small problem.
+
+Both start from one `otpnn export-init` (initial parameters, sample order, synthetic data as IDX
+files) and must agree: otpnn in float32, Elixir in float64, so per-epoch losses within the
+comparison's tolerance (they are in fact within ~1e-7 here), accuracies within 0.005. A worker
+crash, exit or kill in the Elixir tree must change nothing: its parameters (float32-cast
+checksum) equal the fault-free run's. Skipped where Elixir's `mix` is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from otpnn.compare import compare
+
+REPO = Path(__file__).resolve().parents[3]
+ELIXIR = REPO / "examples" / "elixir_reference"
+PROBLEM = [
+    "--dataset", "synthetic", "--synthetic-train", "256", "--synthetic-test", "64",
+    "--hidden", "16", "--batch-size", "32", "--epochs", "2", "--seed", "3",
+]  # fmt: skip
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("mix") is None,
+    reason="Elixir's mix is not installed (apt-get install elixir erlang-dev erlang-xmerl)",
+)
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None):
+    return subprocess.run(
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=180, check=False
+    )
+
+
+@pytest.fixture(scope="session")
+def mix_env(tmp_path_factory) -> dict[str, str]:
+    """Compile the Mix project once per session into a temporary build dir (repo stays clean)."""
+    build = tmp_path_factory.mktemp("elixir_build")
+    env = {**os.environ, "MIX_BUILD_PATH": str(build), "MIX_ENV": "dev"}
+    done = _run(["mix", "compile", "--warnings-as-errors"], ELIXIR, env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return env
+
+
+@pytest.fixture(scope="session")
+def shared(tmp_path_factory, mix_env) -> dict[str, Path]:
+    """One export, the otpnn report and the fault-free Elixir report, for every test."""
+    tmp = tmp_path_factory.mktemp("compare")
+    export = tmp / "export"
+    otpnn = [sys.executable, "-m", "otpnn"]
+    done = _run([*otpnn, "export-init", str(export), *PROBLEM], REPO)
+    assert done.returncode == 0, done.stderr
+    train = [*otpnn, "train", *PROBLEM, "--workers", "2", "--backend", "thread", "--quiet"]
+    done = _run([*train, "--report", str(tmp / "otpnn.json")], REPO)
+    assert done.returncode == 0, done.stderr
+    return {"export": export, "otpnn": tmp / "otpnn.json", "elixir": elixir(tmp, export, mix_env)}
+
+
+def elixir(tmp: Path, export: Path, env: dict[str, str], *faults: str, workers: int = 2) -> Path:
+    report = tmp / f"elixir-{len(list(tmp.glob('elixir*.json')))}.json"
+    args = ["--workers", str(workers), "--report", str(report)]
+    args += [a for f in faults for a in ("--fault", f)]
+    done = _run(["mix", "otpnn_ref.train", str(export), *args], ELIXIR, env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return report
+
+
+def test_elixir_reference_agrees_with_otpnn_from_the_same_export(shared) -> None:
+    reports, verdict = compare([shared["otpnn"], shared["elixir"]], rtol=1e-3, acc_atol=0.005)
+    assert verdict.equivalent, verdict
+    assert verdict.pairs[0].train_loss_rel < 1e-5  # float32 vs float64 rounding, nothing more
+    elixir_report = reports[1].data
+    assert elixir_report["system"] == "elixir-reference"
+    assert elixir_report["final"]["steps"] == reports[0].data["final"]["steps"] == 16
+    assert elixir_report["restarts"] == 0
+
+
+@pytest.mark.parametrize(
+    "fault", ["crash:worker=1@shard=3", "exit:worker=0@step=6", "kill:worker=any@shard=21"]
+)
+def test_a_worker_fault_in_the_elixir_tree_changes_nothing(shared, mix_env, fault) -> None:
+    faulty = elixir(shared["export"].parent, shared["export"], mix_env, fault)
+    data = json.loads(faulty.read_text())
+    clean = json.loads(shared["elixir"].read_text())
+    kinds = [e["kind"] for e in data["events"]]
+    # DOWN of the old worker and worker_up of the new one come from different processes: any order.
+    assert kinds[0] == "fault_injected"
+    assert sorted(kinds[1:3]) == ["restart", "worker_crash"]
+    assert kinds[3:] == ["recovered"]
+    assert data["restarts"] == 1
+    assert data["final"]["params_sha256"] == clean["final"]["params_sha256"]
+    _, verdict = compare([shared["otpnn"], faulty], rtol=1e-3, acc_atol=0.005)
+    assert verdict.equivalent, verdict
+
+
+def test_one_elixir_worker_computes_the_same_as_two(shared, mix_env) -> None:
+    one = elixir(shared["export"].parent, shared["export"], mix_env, workers=1)
+    clean = json.loads(shared["elixir"].read_text())
+    assert json.loads(one.read_text())["final"]["params_sha256"] == clean["final"]["params_sha256"]
+
+
+def test_bad_arguments_exit_2(mix_env, tmp_path) -> None:
+    missing = _run(["mix", "otpnn_ref.train", str(tmp_path / "none")], ELIXIR, mix_env)
+    assert missing.returncode == 2
+    assert "manifest.json" in missing.stderr
+    bad_fault = _run(
+        ["mix", "otpnn_ref.train", str(tmp_path), "--fault", "melt:worker=0@step=1"],
+        ELIXIR,
+        mix_env,
+    )
+    assert bad_fault.returncode == 2
+    assert "bad fault spec" in bad_fault.stderr
