@@ -59,7 +59,7 @@ class Report:
 
     @property
     def workers(self) -> int:
-        return int(self.data["config"].get("workers") or self.data["environment"]["workers"])
+        return self.data["config"]["workers"]
 
     @property
     def epochs(self) -> list[dict[str, Any]]:
@@ -118,6 +118,9 @@ def _problem(data: Any) -> str | None:
         return "the run failed (final.failed is true)"
     if not data["epochs"]:
         return "no epoch rows"
+    workers = data["config"].get("workers")
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        return f"config.workers is {workers!r}, expected a positive integer"
     missing = [f for f in SAME_FIELDS if f not in data["config"]]
     if missing:
         return f"config lacks {', '.join(missing)}"
@@ -164,7 +167,9 @@ def label_reports(reports: list[Report]) -> None:
         r.label = b if base.count(b) == 1 else f"{b} [{r.path.name}]"
 
 
-def verdict(reports: list[Report], rtol: float = DEFAULT_RTOL, acc_atol: float = DEFAULT_ACC_ATOL):
+def verdict(
+    reports: list[Report], rtol: float = DEFAULT_RTOL, acc_atol: float = DEFAULT_ACC_ATOL
+) -> Verdict:
     """Each report against the first: worst per-epoch differences, and whether they are within
     tolerance. Equal params_sha256 means bit-identical parameters (same arithmetic and dtype)."""
     ref = reports[0]
@@ -267,6 +272,7 @@ def table(reports: list[Report]) -> str:
 
 
 def describe(v: Verdict) -> str:
+    """The verdict as text: one line per compared report, notes, then the overall verdict."""
     lines = [
         f"reference: {v.reference}; tolerance: loss relative {v.rtol:g}, accuracy {v.acc_atol:g}"
     ]
@@ -283,7 +289,9 @@ def describe(v: Verdict) -> str:
     return "\n".join(lines)
 
 
-def compare(paths: list[str | os.PathLike], rtol: float, acc_atol: float):
+def compare(
+    paths: list[str | os.PathLike], rtol: float, acc_atol: float
+) -> tuple[list[Report], Verdict]:
     """Load, validate and judge: (reports, verdict); ReportError if they cannot be compared."""
     if len(paths) < 2:
         raise ReportError("give at least two reports to compare")

@@ -99,6 +99,7 @@ def _bad_reports() -> dict[str, tuple[object, str]]:
         "no-epochs": ({**good, "epochs": []}, "no epoch rows"),
         "row": (no_loss, "epochs[1] lacks a number for train_loss"),
         "failed": (failed, "the run failed"),
+        "workers": ({**good, "config": {**CONFIG, "workers": 0}}, "config.workers is 0"),
     }
 
 

@@ -18,7 +18,9 @@ defmodule OtpnnRef.Report do
         Map.merge(job.manifest["config"], %{
           "workers" => job.workers,
           "dataset_name" => job.manifest["dataset_name"],
-          "backend" => "beam"
+          "backend" => "beam",
+          # The arithmetic actually done (the export's dtype only says how init was stored).
+          "dtype" => "float64"
         }),
       environment: %{
         elixir: System.version(),
