@@ -61,6 +61,7 @@ def main() -> None:
     p.add_argument("--data-dir", default=os.environ.get("OTPNN_DATA_DIR", "../shared/data/mnist"))
     p.add_argument("--out", type=Path, default=REPO / "runs" / "compare_mnist")
     args = p.parse_args()
+    args.out = args.out.resolve()  # mix runs in the Elixir project's directory
     cfg = TrainConfig(dataset="mnist", data_dir=args.data_dir, epochs=args.epochs)
     dataset = limit_dataset(load_dataset(cfg, download=False), args.train, args.test)
     export = args.out / "export"
