@@ -19,7 +19,7 @@ KindFactory = Callable[[type, tuple[Any, ...], dict[str, Any]], ActorHandle]
 
 _kinds: dict[str, KindFactory] = {}
 _lock = threading.Lock()
-_LAZY_MODULES = {"process": "supervision.process"}
+_LAZY_MODULES = {"process": "supervision.process", "ray": "supervision.ray"}
 
 
 def register_kind(name: str, factory: KindFactory) -> None:

@@ -1,0 +1,50 @@
+"""Connecting to Ray: start a local instance, or join a cluster, and know which one to stop.
+
+Whoever connects disconnects: :meth:`RayConnection.close` stops a local instance started here
+and leaves a cluster joined by address (only this driver disconnects); a Ray that was already
+connected (a test session, an application that called ``ray.init`` itself) is left alone.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import ray
+
+# A local instance keeps no idle worker processes: every Ray process that exists belongs to a
+# live actor or to Ray's own services, so "nothing left running" is checkable (tests, the CLI).
+_LOCAL_SYSTEM_CONFIG = {"num_workers_soft_limit": 0, "enable_worker_prestart": False}
+
+
+@dataclass
+class RayConnection:
+    """A connected Ray; ``owned`` if :func:`connect` connected it (then :meth:`close` ends it)."""
+
+    address: str | None
+    owned: bool
+    startup_seconds: float
+
+    def close(self) -> None:
+        if self.owned and ray.is_initialized():
+            ray.shutdown()
+        self.owned = False
+
+
+def connect(address: str | None = None, *, num_cpus: int | None = None) -> RayConnection:
+    """Join the cluster at ``address`` (``ray://`` client or ``host:port`` of a head node), or
+    start a local Ray with ``num_cpus`` CPUs; reuse Ray if this process is already connected."""
+    if ray.is_initialized():
+        return RayConnection(address, owned=False, startup_seconds=0.0)
+    started = time.perf_counter()
+    common = {"log_to_driver": False, "configure_logging": False}
+    if address is None:
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            _system_config=_LOCAL_SYSTEM_CONFIG,
+            **common,
+        )
+    else:
+        ray.init(address=address, **common)
+    return RayConnection(address, owned=True, startup_seconds=time.perf_counter() - started)
