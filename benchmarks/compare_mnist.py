@@ -6,7 +6,8 @@ images: pure-Elixir maths runs ~100 samples/s per worker, a full epoch would tak
 trains it with otpnn (process workers) and with examples/elixir_reference for each worker count,
 then prints `otpnn compare`'s table and verdict and writes the figure.
 
-    python benchmarks/compare_mnist.py [--train 10000] [--test 10000] [--workers 1,2] [--out DIR]
+    python benchmarks/compare_mnist.py [--train 10000] [--test 10000] [--epochs 1]
+        [--workers 1,2] [--dtype float32|float64] [--out DIR]
 """
 
 from __future__ import annotations
@@ -58,11 +59,12 @@ def main() -> None:
     p.add_argument("--test", type=int, default=10000)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--workers", default="1,2")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--data-dir", default=os.environ.get("OTPNN_DATA_DIR", "../shared/data/mnist"))
     p.add_argument("--out", type=Path, default=REPO / "runs" / "compare_mnist")
     args = p.parse_args()
     args.out = args.out.resolve()  # mix runs in the Elixir project's directory
-    cfg = TrainConfig(dataset="mnist", data_dir=args.data_dir, epochs=args.epochs)
+    cfg = TrainConfig(dataset="mnist", data_dir=args.data_dir, epochs=args.epochs, dtype=args.dtype)
     dataset = limit_dataset(load_dataset(cfg, download=False), args.train, args.test)
     export = args.out / "export"
     export_init(cfg, dataset, export, mnist_dir=str(find_mnist(args.data_dir)))

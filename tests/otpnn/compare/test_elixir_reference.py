@@ -117,3 +117,18 @@ def test_bad_arguments_exit_2(mix_env, tmp_path) -> None:
     )
     assert bad_fault.returncode == 2
     assert "bad fault spec" in bad_fault.stderr
+
+
+def test_in_float64_on_both_sides_they_agree_to_rounding_of_the_sums(tmp_path, mix_env) -> None:
+    """Same dtype on both sides: only the summation order inside a GEMM differs, so losses agree
+    to ~1e-15, and a much stricter tolerance than float32-vs-float64's holds."""
+    f64 = [*PROBLEM, "--dtype", "float64"]
+    otpnn = [sys.executable, "-m", "otpnn"]
+    assert _run([*otpnn, "export-init", str(tmp_path / "ex"), *f64], REPO).returncode == 0
+    train = [*otpnn, "train", *f64, "--workers", "1", "--backend", "thread", "--quiet"]
+    done = _run([*train, "--report", str(tmp_path / "otpnn.json")], REPO)
+    assert done.returncode == 0, done.stderr
+    report = elixir(tmp_path, tmp_path / "ex", mix_env)
+    _, verdict = compare([tmp_path / "otpnn.json", report], rtol=1e-10, acc_atol=0.0)
+    assert verdict.equivalent, verdict
+    assert verdict.notes == []  # same dtype, same dataset: nothing to qualify
