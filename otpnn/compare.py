@@ -344,7 +344,12 @@ def plot(reports: list[Report], path: str | os.PathLike) -> None:
         ups = [_rate(r) / _rate(base) for r in runs]
         up_ax.plot([r.workers for r in runs], ups, "o-", label=system)
     up_ax.set(xlabel="workers", ylabel="speed-up vs 1 worker", title="Throughput speed-up")
-    up_ax.legend(fontsize=8)
+    if up_ax.lines:
+        up_ax.legend(fontsize=8)
+    else:
+        up_ax.text(
+            0.5, 0.5, "no 1-worker run to compare with", ha="center", transform=up_ax.transAxes
+        )
     for ax in (loss_ax, up_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
