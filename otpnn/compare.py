@@ -166,7 +166,7 @@ def check_comparable(reports: list[Report]) -> list[str]:
                 notes.append(f"{f} differs: {a!r} ({ref.label}) vs {b!r} ({r.label})")
                 if f == "dtype":
                     notes.append(DTYPE_NOTE)
-    return notes
+    return list(dict.fromkeys(notes))  # the dtype explanation once, however many reports
 
 
 def label_reports(reports: list[Report]) -> None:

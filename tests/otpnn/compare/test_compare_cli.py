@@ -75,6 +75,16 @@ def test_equivalent_reports_give_the_table_speedup_and_exit_0(tmp_path) -> None:
     assert "bit-identical parameters" in result.output  # the two otpnn runs share a checksum
     assert "EQUIVALENT: elixir-reference, 1 worker" in result.output
     assert result.output.rstrip().endswith("verdict: equivalent")
+    assert "note" not in result.output  # same dtype and dataset everywhere
+
+
+def test_a_dtype_difference_is_noted_once(tmp_path) -> None:
+    a = write(tmp_path, "a.json", report("otpnn", 1, 2.0))
+    f64 = report("elixir-reference", 1, 8.0)
+    f64["config"]["dtype"] = "float64"
+    result = run(a, write(tmp_path, "b.json", f64), write(tmp_path, "c.json", f64))
+    assert result.exit_code == 0
+    assert result.output.count("for a strict check compare float64 runs") == 1
 
 
 def test_a_loss_off_by_one_percent_is_not_equivalent_exit_1(tmp_path) -> None:
