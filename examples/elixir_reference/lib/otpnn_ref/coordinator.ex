@@ -208,7 +208,7 @@ defmodule OtpnnRef.Coordinator do
   defp take_fault(s, k, index) do
     g = s.shards_before + k + 1
 
-    case Enum.split_with(s.faults, &Fault.due?(&1, g, s.step, s.shards_before + 1, index)) do
+    case Enum.split_with(s.faults, &Fault.due?(&1, g, s.step, index)) do
       {[f | others], rest} ->
         {f, event(%{s | faults: others ++ rest}, "fault_injected", "worker-#{index}", f.spec)}
 

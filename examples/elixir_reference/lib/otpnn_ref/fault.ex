@@ -39,14 +39,10 @@ defmodule OtpnnRef.Fault do
 
   defp target(_), do: :error
 
-  @doc "Does the fault fire on global shard `g` (from 1), the first of step `step` or not, for worker `w`?"
-  @spec due?(t(), pos_integer(), pos_integer(), pos_integer(), non_neg_integer()) :: boolean()
-  def due?(f, g, step, step_first_shard, w) do
-    reached =
-      if f.when == "shard",
-        do: g >= f.at,
-        else: step > f.at or (step == f.at and g >= step_first_shard)
-
+  @doc "Does the fault fire on global shard `g` (from 1) of step `step`, given to worker `w`?"
+  @spec due?(t(), pos_integer(), pos_integer(), non_neg_integer()) :: boolean()
+  def due?(f, g, step, w) do
+    reached = if f.when == "shard", do: g >= f.at, else: step >= f.at
     reached and (f.worker == :any or f.worker == w)
   end
 end
