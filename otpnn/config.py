@@ -15,7 +15,7 @@ from typing import Any
 DATASETS = ("mnist", "synthetic")
 ACTIVATIONS = ("relu", "sigmoid")
 DTYPES = ("float32", "float64")
-BACKENDS = ("thread", "process")
+BACKENDS = ("thread", "process", "ray")
 INPUT_SIZE = 784
 NUM_CLASSES = 10
 

@@ -28,7 +28,7 @@ from otpnn.config import TrainConfig
 from otpnn.faults import Fault, FaultTarget, InjectedCrash
 from otpnn.model import SGD, evaluate, init_params, num_params, reduce_in_order
 from otpnn.schedule import shard_bounds, steps_per_epoch
-from otpnn.training.messages import ComputeShards, Shard
+from otpnn.training.messages import ComputeShards, Shard, ShardResult
 from otpnn.training.state import Event, JobState, Snapshot
 from supervision import Actor, Crash
 from supervision.reasons import describe
@@ -179,14 +179,7 @@ class Coordinator(FaultTarget, Actor):
             in_flight = []
             for (index, worker), run in _split(pending, workers):
                 fault = self._worker_fault(step, epoch, index, run, attempt, first=not in_flight)
-                msg = ComputeShards(
-                    step,
-                    epoch,
-                    self._params.descriptor(),
-                    self._grads.descriptor(),
-                    run,
-                    fault,
-                )
+                msg = self._shards_message(step, epoch, run, fault)
                 try:
                     in_flight.append((index, worker, run, worker.ask(msg, block=False)))
                 except pykka.ActorDeadError:
@@ -197,7 +190,7 @@ class Coordinator(FaultTarget, Actor):
                 try:
                     if future is None:
                         raise pykka.ActorDeadError("worker died before the message was sent")
-                    for r in self._get(future, deadline):
+                    for r in self._accept(self._get(future, deadline)):
                         results[r.index] = (r.loss_sum, r.correct)
                 except pykka.Timeout:
                     self._failure(step, index, worker, "hang", "no reply within the step deadline")
@@ -213,6 +206,19 @@ class Coordinator(FaultTarget, Actor):
         if failed_at is not None:
             self._recovered(step, time.monotonic() - failed_at)
         return results
+
+    def _shards_message(
+        self, step: int, epoch: int, run: tuple[Shard, ...], fault: str | None
+    ) -> Any:
+        """What a worker is sent for ``run`` (the transport's hook: shared-memory descriptors
+        here; object-store refs for Ray workers, see :mod:`otpnn.training.ray_backend`)."""
+        params, grads = self._params.descriptor(), self._grads.descriptor()
+        return ComputeShards(step, epoch, params, grads, run, fault)
+
+    def _accept(self, reply: tuple[ShardResult, ...]) -> tuple[ShardResult, ...]:
+        """A worker's reply, once its gradients are in their rows of ``self._grads`` (here the
+        worker wrote them there itself)."""
+        return reply
 
     def _await_workers(self) -> Sequence[tuple[int, ActorHandle]]:
         """Live workers, not counting incarnations that already failed us (a dead process

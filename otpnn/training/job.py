@@ -66,6 +66,7 @@ class JobOptions:
     step_timeout: float = 30.0
     max_restarts: int = 3
     max_seconds: float = 5.0
+    ray_address: str | None = None  # backend "ray": join this cluster (None: a local Ray)
 
 
 class TrainingJob:
@@ -88,6 +89,7 @@ class TrainingJob:
         self.root: ActorHandle | None = None
         self.started_at = 0.0
         self._stop_requested = threading.Event()
+        self._ray: Any = None  # backend "ray": the RayConnection this job made, if any
         self.checkpoint_path = (
             Path(self.options.checkpoint_dir) / CHECKPOINT_FILE
             if self.options.checkpoint_dir
@@ -101,6 +103,8 @@ class TrainingJob:
         """Build and start the tree: as a root of its own, or as a temporary child of ``under``
         (a supervisor or DynamicSupervisor ref, e.g. the service's job supervisor)."""
         self.started_at = time.perf_counter()
+        if self.config.backend == "ray":
+            self._connect_ray()
         if under is None:
             self.root = self._start_tree()
         else:
@@ -116,6 +120,27 @@ class TrainingJob:
             dataset=self.dataset.name,
             pids=dict(self.state.pids),
         )
+
+    def _connect_ray(self) -> None:
+        """Start a local Ray (or join ``ray_address``) unless this process already is connected;
+        its start-up is timed apart from training (the epoch rows exclude it)."""
+        from supervision.ray import connect
+
+        self._ray = connect(self.options.ray_address, num_cpus=max(self.workers, 2))
+        log.info(
+            "ray_connected",
+            address=self.options.ray_address or "local",
+            startup_seconds=round(self._ray.startup_seconds, 3),
+        )
+
+    def _actor_classes(self) -> tuple[type, type, type]:
+        """Loader, Worker and Coordinator for the backend: the Ray ones move arrays through
+        the object store instead of shared memory; nothing else differs."""
+        if self.config.backend == "ray":
+            from otpnn.training import ray_backend as rb
+
+            return rb.RayLoader, rb.RayWorker, rb.RayCoordinator
+        return Loader, Worker, Coordinator
 
     def _start_tree(self) -> ActorHandle:
         pool = [
@@ -154,15 +179,17 @@ class TrainingJob:
 
     def _start_loader(self) -> ActorHandle:
         ds = self.dataset
+        loader = self._actor_classes()[0]
         return self._started(
-            "loader", spawn(Loader, ds.train_images, ds.train_labels, self.config.seed)
+            "loader", spawn(loader, ds.train_images, ds.train_labels, self.config.seed)
         )
 
     def _start_worker(self, index: int) -> ActorHandle:
         segments = self._loader().proxy().segments().get(timeout=self.options.step_timeout)
         cfg = self.config
+        worker = self._actor_classes()[1]
         handle = spawn(
-            Worker, index, segments, cfg.layer_sizes, cfg.activation, cfg.backend, kind=cfg.backend
+            worker, index, segments, cfg.layer_sizes, cfg.activation, cfg.backend, kind=cfg.backend
         )
         return self._started(f"worker-{index}", handle)
 
@@ -179,7 +206,7 @@ class TrainingJob:
             step_timeout=self.options.step_timeout,
             on_snapshot=self._persist,
         )
-        return self._started("coordinator", spawn(Coordinator, ctx))
+        return self._started("coordinator", spawn(self._actor_classes()[2], ctx))
 
     def _loader(self) -> ActorHandle:
         return self._whereis("loader")
@@ -237,6 +264,9 @@ class TrainingJob:
             self.root.stop(timeout=timeout)
             if self.root.is_alive():
                 self.root.kill()
+        if self._ray is not None:  # after the tree: its Ray actors are gone by now
+            self._ray.close()
+            self._ray = None
 
     def run(self) -> dict[str, Any]:
         """start, wait, stop: the whole job, always leaving nothing running."""

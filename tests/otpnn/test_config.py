@@ -42,7 +42,7 @@ def test_from_dict_rejects_unknown_fields():
         ("activation", "tanh", "'relu', 'sigmoid'"),
         ("dtype", "float16", "'float32', 'float64'"),
         ("workers", 0, "integer >= 1"),
-        ("backend", "ray", "'thread', 'process'"),
+        ("backend", "gpu", "'thread', 'process', 'ray'"),
         ("seed", -1, "integer >= 0"),
         ("synthetic_train", 0, "integer >= 1"),
         ("checkpoint_every", -1, "integer >= 0"),
