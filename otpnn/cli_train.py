@@ -7,6 +7,7 @@ traceback); 1 training failed (the tree gave up: which actor, why, where the las
 
 from __future__ import annotations
 
+import importlib.util
 import signal
 import sys
 from collections.abc import Callable
@@ -61,6 +62,11 @@ def _hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[i
 @click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
 @click.option("--workers", type=int, help="Number of workers [default: number of cores].")
 @click.option("--backend", type=click.Choice(BACKENDS), default="process", show_default=True)
+@click.option(
+    "--ray-address",
+    metavar="ADDR",
+    help="With --backend ray: join this Ray cluster [default: start a local Ray for the job].",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--synthetic-train", type=int, default=TrainConfig.synthetic_train, show_default=True)
 @click.option("--synthetic-test", type=int, default=TrainConfig.synthetic_test, show_default=True)
@@ -156,6 +162,7 @@ def _parse(opts: dict[str, Any]) -> tuple[TrainConfig, JobOptions]:
     for f in faults:
         if f.target == "worker" and f.worker is not None and f.worker >= workers:
             raise click.UsageError(f"fault {f}: there are only workers 0..{workers - 1}")
+    _check_ray(config.backend, opts["ray_address"])
     if opts["resume"] and not opts["checkpoint_dir"]:
         raise click.UsageError("--resume needs --checkpoint-dir")
     chaos = Chaos(opts["chaos"], opts["chaos_seed"]) if opts["chaos"] else None
@@ -167,8 +174,19 @@ def _parse(opts: dict[str, Any]) -> tuple[TrainConfig, JobOptions]:
         step_timeout=opts["step_timeout"],
         max_restarts=opts["max_restarts"],
         max_seconds=opts["max_seconds"],
+        ray_address=opts["ray_address"],
     )
     return TrainConfig(**{**fields, "workers": workers}), options
+
+
+def _check_ray(backend: str, address: str | None) -> None:
+    """Ray is an optional extra: asking for it without it installed is a usage error."""
+    if address is not None and backend != "ray":
+        raise click.UsageError("--ray-address needs --backend ray")
+    if backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise click.UsageError(
+            "--backend ray needs Ray, which is not installed: pip install 'otpnn[ray]'"
+        )
 
 
 def _cores() -> int:

@@ -1,0 +1,106 @@
+"""The trainer on Ray workers: the core guarantee (same checksum as thread, process and the
+serial reference), recovery from a killed Ray worker, the CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from click.testing import CliRunner
+from ray_session import training_helpers
+
+from otpnn.cli import main
+from otpnn.faults import parse_fault
+from otpnn.training.job import JobOptions, TrainingJob
+from supervision.ray import connect
+
+helpers = training_helpers()
+
+
+def test_same_checksum_for_thread_process_and_ray() -> None:
+    reference = helpers.reference_sha()
+    shas = {}
+    for backend, workers in (("thread", 2), ("process", 2), ("ray", 2)):
+        sha, job = helpers.run_job(helpers.config(workers=workers, backend=backend))
+        assert job.state.restarts == 0
+        shas[backend] = sha
+    assert shas == {"thread": reference, "process": reference, "ray": reference}
+
+
+def _kill_ray_kill(handle) -> None:
+    handle.kill()  # ray.kill(no_restart=True) underneath
+
+
+def _kill_sigkill(handle) -> None:
+    os.kill(handle.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("kill", [_kill_ray_kill, _kill_sigkill], ids=["ray.kill", "kill-9"])
+def test_killed_ray_worker_is_restarted_and_the_checksum_holds(kill) -> None:
+    # worker-1 sleeps through step 4: it is surely holding shards when it is killed.
+    slow = parse_fault("slow=0.5:worker=1@step=4")
+    job = TrainingJob(
+        helpers.config(workers=2, backend="ray"), helpers.dataset(), JobOptions(faults=(slow,))
+    )
+    job.start()
+    try:
+        victim = job.registry.whereis("worker-1")
+        while job.progress.step < 3:
+            time.sleep(0.005)
+        time.sleep(0.1)  # into step 4's sleep
+        kill(victim)
+        result = job.wait(timeout=120)
+    finally:
+        job.stop()
+    assert helpers.params_sha256(result["params"]) == helpers.reference_sha()
+    assert job.state.restarts_by_actor() == {"worker-1": 1}
+    lost = [e for e in job.state.events() if e.kind == "worker_crash"]
+    assert [(e.actor, e.step, e.pid) for e in lost] == [("worker-1", 4, victim.pid)]
+    if kill is _kill_ray_kill:
+        assert victim.exit_reason == "killed"
+    else:  # Ray's own account of the death reaches the supervisor
+        assert type(victim.exit_reason).__name__ == "ActorDiedError"
+        assert "worker process has died" in str(victim.exit_reason)
+    assert job.registry.whereis("worker-1") is None  # the tree is stopped
+
+
+def test_cli_trains_on_ray_with_the_reference_checksum() -> None:
+    cfg = helpers.config()
+    args = ["train", "--dataset", "synthetic", "--backend", "ray", "--workers", "2", "--quiet"]
+    args += ["--synthetic-train", str(cfg.synthetic_train), "--synthetic-test"]
+    args += [str(cfg.synthetic_test), "--epochs", str(cfg.epochs), "--seed", str(cfg.seed)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert f"params sha256 {helpers.reference_sha()}" in result.output
+
+
+def test_cli_without_ray_is_a_usage_error(monkeypatch) -> None:
+    import otpnn.cli_train
+
+    real = otpnn.cli_train.importlib.util.find_spec
+    monkeypatch.setattr(
+        otpnn.cli_train.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "ray" else real(name, *a),
+    )
+    result = CliRunner().invoke(main, ["train", "--dataset", "synthetic", "--backend", "ray"])
+    assert result.exit_code == 2
+    assert "pip install 'otpnn[ray]'" in result.output
+
+
+def test_ray_address_needs_the_ray_backend() -> None:
+    args = ["train", "--dataset", "synthetic", "--backend", "thread", "--ray-address", "h:6379"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert "--ray-address needs --backend ray" in result.output
+
+
+def test_a_connected_ray_is_reused_and_left_running() -> None:
+    import ray
+
+    connection = connect(num_cpus=2)
+    assert not connection.owned
+    connection.close()
+    assert ray.is_initialized()
