@@ -1,4 +1,5 @@
-"""Ray trainer tests: one local Ray (2 CPUs) for the session; skipped where Ray is missing."""
+"""Ray trainer tests: one local Ray (2 CPUs) for the session. Each test module skips itself,
+saying why, where Ray is not installed; Ray is imported only once a test needs it."""
 
 from __future__ import annotations
 
@@ -6,12 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'otpnn[ray]'")
-
-from ray_session import local_ray
-
 
 @pytest.fixture(scope="session", autouse=True)
 def ray_cluster() -> Iterator[None]:
+    from ray_session import local_ray
+
     with local_ray():
         yield

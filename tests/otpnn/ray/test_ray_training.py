@@ -8,6 +8,9 @@ import signal
 import time
 
 import pytest
+
+pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'otpnn[ray]'")
+
 from click.testing import CliRunner
 from ray_session import training_helpers
 
