@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
 
 import pytest
+import structlog
 
 pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'otpnn[ray]'")
 
@@ -20,6 +22,18 @@ from otpnn.training.job import JobOptions, TrainingJob
 from supervision.ray import connect
 
 helpers = training_helpers()
+
+
+@pytest.fixture
+def in_process_cli() -> Iterator[CliRunner]:
+    """The CLI run in this process configures logging and signal handlers for the whole
+    process: put them back, or later tests that capture logs see nothing."""
+    logging_config = structlog.get_config()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield CliRunner()
+    structlog.configure(**logging_config)
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
 
 
 def test_same_checksum_for_thread_process_and_ray() -> None:
@@ -69,17 +83,17 @@ def test_killed_ray_worker_is_restarted_and_the_checksum_holds(kill) -> None:
     assert job.registry.whereis("worker-1") is None  # the tree is stopped
 
 
-def test_cli_trains_on_ray_with_the_reference_checksum() -> None:
+def test_cli_trains_on_ray_with_the_reference_checksum(in_process_cli) -> None:
     cfg = helpers.config()
     args = ["train", "--dataset", "synthetic", "--backend", "ray", "--workers", "2", "--quiet"]
     args += ["--synthetic-train", str(cfg.synthetic_train), "--synthetic-test"]
     args += [str(cfg.synthetic_test), "--epochs", str(cfg.epochs), "--seed", str(cfg.seed)]
-    result = CliRunner().invoke(main, args)
+    result = in_process_cli.invoke(main, args)
     assert result.exit_code == 0, result.output
     assert f"params sha256 {helpers.reference_sha()}" in result.output
 
 
-def test_cli_without_ray_is_a_usage_error(monkeypatch) -> None:
+def test_cli_without_ray_is_a_usage_error(monkeypatch, in_process_cli) -> None:
     import otpnn.cli_train
 
     real = otpnn.cli_train.importlib.util.find_spec
@@ -88,14 +102,14 @@ def test_cli_without_ray_is_a_usage_error(monkeypatch) -> None:
         "find_spec",
         lambda name, *a: None if name == "ray" else real(name, *a),
     )
-    result = CliRunner().invoke(main, ["train", "--dataset", "synthetic", "--backend", "ray"])
+    result = in_process_cli.invoke(main, ["train", "--dataset", "synthetic", "--backend", "ray"])
     assert result.exit_code == 2
     assert "pip install 'otpnn[ray]'" in result.output
 
 
-def test_ray_address_needs_the_ray_backend() -> None:
+def test_ray_address_needs_the_ray_backend(in_process_cli) -> None:
     args = ["train", "--dataset", "synthetic", "--backend", "thread", "--ray-address", "h:6379"]
-    result = CliRunner().invoke(main, args)
+    result = in_process_cli.invoke(main, args)
     assert result.exit_code == 2
     assert "--ray-address needs --backend ray" in result.output
 
