@@ -334,14 +334,16 @@ class JobManager:
         return TrainingJob(config, self._dataset(config), options, name=job_id)
 
     def _dataset(self, config: TrainConfig) -> Dataset:
-        """Load once per (dataset, source, sizes, seed); MNIST takes about a second to read."""
+        """Load once per (dataset, source, sizes, seed); MNIST takes about a second to read.
+        Never downloads: a request must not make the service fetch from the network or write
+        outside its state dir (``otpnn data fetch`` puts MNIST in place beforehand)."""
         if config.dataset == "synthetic":
             key: tuple = ("synthetic", config.seed, config.synthetic_train, config.synthetic_test)
         else:
             key = ("mnist", config.data_dir)
         with self._dataset_lock:
             if key not in self._datasets:
-                self._datasets[key] = load_dataset(config)
+                self._datasets[key] = load_dataset(config, download=False)
                 while len(self._datasets) > DATASET_CACHE:
                     self._datasets.popitem(last=False)
             self._datasets.move_to_end(key)

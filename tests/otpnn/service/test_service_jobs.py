@@ -114,6 +114,17 @@ def test_a_failing_job_leaves_the_others_and_the_service_alone(service, fault_fr
     assert svc.client.get("/tree").json()["children"][0]["children"] == []
 
 
+def test_missing_mnist_fails_the_job_clearly_without_a_download(service, tmp_path) -> None:
+    svc = service()
+    job_id = svc.submit(dataset="mnist", data_dir=str(tmp_path))
+    status = svc.wait(job_id)
+    assert status["state"] == "failed"
+    assert "MNIST not found" in status["error"]
+    assert str(tmp_path) in status["error"]
+    assert not (tmp_path / "cache").exists()  # XDG_CACHE_HOME of this test: nothing fetched
+    assert svc.client.get("/healthz").json()["jobs"]["failed"] == 1
+
+
 def test_tree_shows_the_running_job_down_to_its_worker_processes(service) -> None:
     svc = service()
     job_id = svc.submit(**SLOW)
