@@ -98,9 +98,10 @@ def run(
     try:
         actor.on_start()
     except Exception as exc:
-        err = portable(exc)
-        conn.send_bytes(_dumps((READY, 0, False, err), _HIGHEST))
-        _exit(conn, _crash(conn, actor, exc, err))
+        # on_failure first: the parent kills this process as soon as it reads the failure.
+        _on_failure(actor, exc)
+        conn.send_bytes(_dumps((READY, 0, False, portable(exc)), _HIGHEST))
+        _exit(conn, CRASH_EXIT_CODE)
     conn.send_bytes(_dumps((READY, 0, True, introspect(actor)), _HIGHEST))
     _exit(conn, _serve(conn, actor))
 
@@ -156,10 +157,15 @@ def _reply(send: Callable[[bytes], None], corr: int, ok: bool, value: Any) -> No
 def _crash(conn: Connection, actor: Any, exc: Exception, err: BaseException | None = None) -> int:
     """Let it crash: run ``on_failure``, hand the parent the reason (``err``, the already
     portable form of ``exc`` if there is one), exit non-zero."""
+    _on_failure(actor, exc)
+    with contextlib.suppress(OSError):  # the parent may be gone already
+        conn.send_bytes(_dumps((EXIT, 0, False, err or portable(exc)), _HIGHEST))
+    return CRASH_EXIT_CODE
+
+
+def _on_failure(actor: Any, exc: Exception) -> None:
+    """Run the actor's ``on_failure`` hook; a hook that raises too is noted on ``exc``."""
     try:
         actor.on_failure(type(exc), exc, exc.__traceback__)
     except Exception as hook_exc:
         exc.add_note(f"on_failure raised too: {type(hook_exc).__name__}: {hook_exc}")
-    with contextlib.suppress(OSError):  # the parent may be gone already
-        conn.send_bytes(_dumps((EXIT, 0, False, err or portable(exc)), _HIGHEST))
-    return CRASH_EXIT_CODE

@@ -374,6 +374,10 @@ class FailsOnStart(Echo):
         super().on_start()
         raise RuntimeError("cannot start")
 
+    def on_failure(self, *exc_info: object) -> None:
+        time.sleep(0.2)  # a slow hook still finishes before ``start`` raises
+        super().on_failure(*exc_info)
+
 
 def test_on_start_failure_raises_from_start_after_on_failure(tmp_path: Path) -> None:
     log = tmp_path / "log"
