@@ -78,11 +78,15 @@ def run(
     urn: str,
     env: Mapping[str, str],
     initializer: Callable[[], None] | None,
+    batch_scheduling: bool,
 ) -> None:
     """Process entry point. ``payload`` is the pickled ``(actor_class, args, kwargs)``: it is
     unpickled only after ``env`` and ``initializer`` ran, so they can configure libraries (BLAS
     threads) before the actor's module imports them."""
     die_with_parent(os.getppid())
+    if batch_scheduling and hasattr(os, "SCHED_BATCH"):
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     # Ctrl-C goes to the whole process group: the parent decides what stops, not the terminal.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(env)

@@ -104,6 +104,10 @@ class WithEnv(Echo):
     process_options = ProcessOptions(env={"OTPNN_TEST_ENV": "set-in-child"})
 
 
+class BatchScheduled(Echo):
+    process_options = ProcessOptions(batch_scheduling=True)
+
+
 class HangIsFailure(Echo):
     process_options = ProcessOptions(ask_deadline_is_failure=True)
 
@@ -321,6 +325,18 @@ def test_env_is_set_in_the_child_only() -> None:
         assert "OTPNN_TEST_ENV" not in os.environ
     finally:
         ref.stop(timeout=PROMPT)
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux-only")
+def test_batch_scheduling_applies_to_the_child_only() -> None:
+    batch, plain = start(BatchScheduled), start(Echo)
+    try:
+        assert os.sched_getscheduler(batch.pid) == os.SCHED_BATCH
+        assert os.sched_getscheduler(plain.pid) == os.SCHED_OTHER
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER
+    finally:
+        batch.stop(timeout=PROMPT)
+        plain.stop(timeout=PROMPT)
 
 
 def test_unpicklable_message_fails_the_caller_not_the_actor(actor: ProcessActorRef) -> None:
