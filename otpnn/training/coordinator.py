@@ -42,6 +42,7 @@ log = structlog.get_logger("otpnn.coordinator")
 class CoordinatorContext:
     """Everything a (re)started coordinator needs, owned by the job."""
 
+    job: str  # the job's name, on every log line (a service runs several jobs)
     config: TrainConfig
     state: JobState
     n_train: int
@@ -70,6 +71,7 @@ class Coordinator(FaultTarget, Actor):
     def __init__(self, ctx: CoordinatorContext) -> None:
         super().__init__()
         self._ctx = ctx
+        self._log = log.bind(job=ctx.job)
         cfg = ctx.config
         self._sizes = cfg.layer_sizes
         self._steps_per_epoch = steps_per_epoch(ctx.n_train, cfg.batch_size)
@@ -100,7 +102,7 @@ class Coordinator(FaultTarget, Actor):
         self._snapshot_step = self._step
         self._open_in_loader = 0  # the epoch whose permutation the loader holds, as far as we know
         state.touch()
-        log.info("coordinator_started", step=self._step, total_steps=self._total_steps)
+        self._log.info("coordinator_started", step=self._step, total_steps=self._total_steps)
         self.actor_ref.tell(_Step())
 
     def on_stop(self) -> None:
@@ -295,7 +297,7 @@ class Coordinator(FaultTarget, Actor):
             "test_accuracy": test_acc,
         }
         self._history.append(row)
-        log.info("epoch_done", **row)
+        self._log.info("epoch_done", **row)
         return row
 
     def _snapshot(self, *, epoch_end: bool) -> None:
@@ -369,7 +371,7 @@ class Coordinator(FaultTarget, Actor):
         except pykka.Timeout:
             handle.kill()  # hung: what a deadline does to any actor here
         except Exception:
-            log.info("fault_took_effect", actor=fault.target, fault=str(fault))
+            self._log.info("fault_took_effect", actor=fault.target, fault=str(fault))
         if fault.kind != "slow":
             self._await_restart()
 
@@ -402,13 +404,15 @@ class Coordinator(FaultTarget, Actor):
         kind = fault.kind if fault else "crash"
         spec = str(fault) if fault else reason
         self._ctx.state.record(Event("fault_injected", actor, step, f"{kind}: {spec}"))
-        log.warning("fault_injected", actor=actor, step=step, fault=spec)
+        self._log.warning("fault_injected", actor=actor, step=step, fault=spec)
 
     def _failure(self, step: int, index: int, worker: ActorHandle, kind: str, reason: str) -> None:
         self._lost.add(worker.actor_urn)
         actor = f"worker-{index}"
         self._ctx.state.record(Event(f"worker_{kind}", actor, step, reason, pid=worker.pid))
-        log.warning("worker_lost", actor=actor, step=step, kind=kind, reason=reason, pid=worker.pid)
+        self._log.warning(
+            "worker_lost", actor=actor, step=step, kind=kind, reason=reason, pid=worker.pid
+        )
 
     def _recovered(self, step: int, seconds: float) -> None:
         self._ctx.state.record(

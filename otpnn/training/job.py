@@ -80,6 +80,7 @@ class TrainingJob:
         name: str = "job",
     ) -> None:
         self.name = name
+        self._log = log.bind(job=name)  # every line says which job (a service runs several)
         self.config = config
         self.dataset = dataset
         self.options = options or JobOptions()
@@ -112,9 +113,8 @@ class TrainingJob:
                 f"job-{self.name}", start=self._start_tree, restart="temporary", type="supervisor"
             )
             self.root = under.start_child(spec)
-        log.info(
+        self._log.info(
             "job_started",
-            job=self.name,
             workers=self.workers,
             backend=self.config.backend,
             dataset=self.dataset.name,
@@ -127,7 +127,7 @@ class TrainingJob:
         from supervision.ray import connect
 
         self._ray = connect(self.options.ray_address, num_cpus=max(self.workers, 2))
-        log.info(
+        self._log.info(
             "ray_connected",
             address=self.options.ray_address or "local",
             startup_seconds=round(self._ray.startup_seconds, 3),
@@ -174,7 +174,7 @@ class TrainingJob:
         self.registry.register(name, handle)
         self.state.started(name, handle.pid)
         if handle.pid is not None:
-            log.info("actor_started", actor=name, pid=handle.pid, kind=handle.kind)
+            self._log.info("actor_started", actor=name, pid=handle.pid, kind=handle.kind)
         return handle
 
     def _start_loader(self) -> ActorHandle:
@@ -195,6 +195,7 @@ class TrainingJob:
 
     def _start_coordinator(self) -> ActorHandle:
         ctx = CoordinatorContext(
+            job=self.name,
             config=self.config,
             state=self.state,
             n_train=len(self.dataset.train_labels),
@@ -250,7 +251,7 @@ class TrainingJob:
                 Event("coordinator_hang", "coordinator", self.progress.step,
                       f"no step finished for {stalled:.1f} s: killed")
             )  # fmt: skip
-            log.warning("coordinator_hung", stalled_seconds=round(stalled, 1))
+            self._log.warning("coordinator_hung", stalled_seconds=round(stalled, 1))
             coordinator.kill()
         self.state.touch()
 
@@ -306,7 +307,7 @@ class TrainingJob:
             "epoch_seconds": snap.epoch_seconds,
         }
         save_checkpoint(self.checkpoint_path, snap.params, optimizer, meta)
-        log.info("checkpoint_written", path=str(self.checkpoint_path), step=snap.step)
+        self._log.info("checkpoint_written", path=str(self.checkpoint_path), step=snap.step)
 
     def _load_resume_point(self) -> None:
         if self.checkpoint_path is None:
@@ -343,7 +344,7 @@ class TrainingJob:
             per_epoch * self.config.epochs,
             history[-1] if history else None,
         )
-        log.info("resuming", path=str(self.checkpoint_path), step=step)
+        self._log.info("resuming", path=str(self.checkpoint_path), step=step)
 
     def _failure_message(self, reason: object) -> str:
         failures = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import structlog.testing
 
 from otpnn.faults import Chaos, parse_fault
 from otpnn.training.job import JobOptions, TrainingFailed, TrainingJob
@@ -169,3 +170,19 @@ def test_worker_killed_from_outside_is_recovered(config, training_dataset, fault
         job.stop()
     assert params_sha256(result["params"]) == fault_free_sha
     assert job.state.restarts_by_actor() == {"worker-1": 1}
+
+
+def test_every_job_and_coordinator_log_line_names_the_job(config, training_dataset) -> None:
+    """A service runs several jobs at once: each line must say which one it is about."""
+    job = TrainingJob(
+        config(workers=2, backend="thread"),
+        training_dataset,
+        JobOptions(faults=(parse_fault("crash:worker=1@step=3"),)),
+        name="alpha",
+    )
+    with structlog.testing.capture_logs() as lines:
+        job.run()
+    ours = {"job_started", "coordinator_started", "fault_injected", "worker_lost", "epoch_done"}
+    seen = [line for line in lines if line["event"] in ours]
+    assert {line["event"] for line in seen} == ours
+    assert {line.get("job") for line in seen} == {"alpha"}
