@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from otpnn.logs import configure_logging
+from otpnn.logs import configure_logging, route_stdlib_logging
 
 
 @click.command()
@@ -55,6 +55,7 @@ def serve(
             f"{e}: install the service extra: pip install 'otpnn[service]'"
         ) from None
     configure_logging(log_format)
+    route_stdlib_logging(log_format)  # uvicorn's lines too, access log included, in the same format
     try:
         token = read_token(token_file) if token_file else None
     except (OSError, ValueError) as e:
@@ -64,8 +65,8 @@ def serve(
         app,
         host=host,
         port=port,
-        log_level="warning" if log_format == "json" else "info",
-        access_log=log_format != "json",
+        log_config=None,  # keep route_stdlib_logging's handler
+        log_level="info",
         timeout_graceful_shutdown=5,
     )
     ServiceServer(config).run()

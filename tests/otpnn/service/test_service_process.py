@@ -124,6 +124,11 @@ def test_sigterm_checkpoints_exits_0_and_the_job_resumes(
     lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert any(e.get("job") == job_id and e["event"] == "job_interrupted" for e in lines)
     assert all(line.startswith("{") for line in err.splitlines() if line.strip())
+    access = [e for e in lines if e["event"] == "http_request"]  # uvicorn's access log, as JSON
+    assert any(
+        e["method"] == "POST" and e["path"] == "/jobs" and e["status"] == 201 for e in access
+    )
+    assert any(e["path"] == f"/jobs/{job_id}" and e["status"] == 200 for e in access)
     job_dir = tmp_path / "state" / "jobs" / job_id
     assert json.loads((job_dir / "job.json").read_text())["state"] == "running"
     assert (job_dir / "ckpt" / "checkpoint.safetensors").is_file()
