@@ -40,6 +40,11 @@ from supervision.refs import ActorHandle
 
 log = structlog.get_logger("otpnn.job")
 
+# A worker holds no state and a shard takes milliseconds: one that has not stopped within a
+# second is in work nobody will use (a stuck or slowed shard), so stopping a job does not wait
+# OTP's default 5 s for it before the kill.
+WORKER_SHUTDOWN = 1.0
+
 CHECKPOINT_FILE = "checkpoint.safetensors"
 # Fields that change speed or length, never the arithmetic: a run may resume with other values.
 RESUMABLE_FIELDS = ("workers", "backend", "data_dir", "checkpoint_every", "epochs")
@@ -144,7 +149,12 @@ class TrainingJob:
 
     def _start_tree(self) -> ActorHandle:
         pool = [
-            ChildSpec(f"worker-{i}", start=partial(self._start_worker, i), kind=self.config.backend)
+            ChildSpec(
+                f"worker-{i}",
+                start=partial(self._start_worker, i),
+                kind=self.config.backend,
+                shutdown=WORKER_SHUTDOWN,
+            )
             for i in range(self.workers)
         ]
         children = [

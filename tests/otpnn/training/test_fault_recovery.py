@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import structlog.testing
 
@@ -186,3 +188,23 @@ def test_every_job_and_coordinator_log_line_names_the_job(config, training_datas
     seen = [line for line in lines if line["event"] in ours]
     assert {line["event"] for line in seen} == ours
     assert {line.get("job") for line in seen} == {"alpha"}
+
+
+def test_stopping_a_job_waits_one_second_not_five_for_a_busy_worker(config, training_dataset):
+    """A worker stuck in a slow shard is killed after WORKER_SHUTDOWN (1 s), not OTP's 5 s."""
+    job = TrainingJob(
+        config(workers=2, backend="process"),
+        training_dataset,
+        JobOptions(faults=(parse_fault("slow=30:worker=0@step=3"),)),
+    )
+    job.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not any(e.kind == "fault_injected" for e in job.state.events()):
+            assert time.monotonic() < deadline, "the slow fault never fired"
+            time.sleep(0.02)
+    finally:
+        with structlog.testing.capture_logs() as lines:
+            job.stop()
+    timeouts = [line for line in lines if line["event"] == "child_shutdown_timeout"]
+    assert [(t["child_id"], t["shutdown"]) for t in timeouts] == [("worker-0", 1.0)]
