@@ -80,9 +80,10 @@ def _foreign(segment: str, descendants: set[int]) -> bool:
 def forkserver() -> None:
     """Start the process actors' forkserver (and the resource tracker) once, before the first
     test's snapshot: they live for the whole session and are not a test's leak."""
+    from otpnn.training.job import FORKSERVER_PRELOAD
     from supervision.process import ensure_forkserver
 
-    ensure_forkserver()
+    ensure_forkserver(FORKSERVER_PRELOAD)  # as a training job would: tests see what users get
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ from otpnn.training.loader import Loader
 from otpnn.training.state import Event, JobState, Progress, Snapshot
 from otpnn.training.worker import Worker
 from supervision import ChildSpec, Registry, Supervisor, spawn
+from supervision.process import ensure_forkserver
 from supervision.reasons import describe
 from supervision.refs import ActorHandle
 
@@ -44,6 +45,9 @@ log = structlog.get_logger("otpnn.job")
 # second is in work nobody will use (a stuck or slowed shard), so stopping a job does not wait
 # OTP's default 5 s for it before the kill.
 WORKER_SHUTDOWN = 1.0
+
+# Modules the process actors' forkserver imports once, so that worker processes start warm.
+FORKSERVER_PRELOAD = ("otpnn.training.forkserver_preload",)
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 # Fields that change speed or length, never the arithmetic: a run may resume with other values.
@@ -111,6 +115,10 @@ class TrainingJob:
         self.started_at = time.perf_counter()
         if self.config.backend == "ray":
             self._connect_ray()
+        elif self.config.backend == "process":
+            # Effective if no process actor was started before in this process (then workers
+            # still work, importing numpy and the trainer themselves at each start).
+            ensure_forkserver(FORKSERVER_PRELOAD)
         if under is None:
             self.root = self._start_tree()
         else:

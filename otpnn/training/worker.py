@@ -13,6 +13,7 @@ from threadpoolctl import threadpool_limits
 
 from otpnn.faults import FaultTarget
 from otpnn.model import shard_gradient
+from otpnn.training.blas import ONE_BLAS_THREAD
 from otpnn.training.messages import ComputeShards, DataSegments, ShardResult
 from supervision import Actor
 from supervision.process import ProcessOptions
@@ -23,13 +24,10 @@ class StalePermutation(RuntimeError):
     """The shared permutation is not the one for the epoch asked for (a protocol bug)."""
 
 
-ONE_BLAS_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
 class Worker(FaultTarget, Actor):
-    # In a process worker BLAS must be single-threaded from the moment numpy loads: limiting it
-    # afterwards (threadpoolctl) left OpenBLAS's idle threads competing with the other worker,
-    # measured 3.1 ms vs 2.0 ms per two-shard step with two workers. Batch scheduling: the
+    # In a process worker BLAS must be single-threaded from the moment numpy loads (see
+    # otpnn.training.blas; the env matters where the forkserver did not preload the trainer,
+    # see otpnn.training.forkserver_preload). Batch scheduling: the
     # coordinator wakes the workers one pipe write at a time, and a woken worker that took the
     # coordinator's core delayed the messages to the others (py-spy, MNIST, batch 256, 2 process
     # workers: the coordinator's time in the pipe write fell from 201 to 20 samples of ~1200;

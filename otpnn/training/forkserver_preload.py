@@ -1,0 +1,21 @@
+"""Imported by the process actors' forkserver, and by nothing else
+(``TrainingJob.start`` names it: ``FORKSERVER_PRELOAD`` in :mod:`otpnn.training.job`).
+
+A worker process used to import numpy and the trainer (~300 ms) at every start, and again at
+every restart after a crash. Preloaded in the forkserver, they are imported once, and every
+worker forked from it starts with them loaded. BLAS is made single-threaded first, before numpy
+loads (see :mod:`otpnn.training.blas`); that setting is inherited by every process the
+forkserver forks, which is why no other process may import this module.
+"""
+
+import os
+
+from otpnn.training.blas import ONE_BLAS_THREAD
+
+os.environ.update(ONE_BLAS_THREAD)
+
+# numpy, the model and the Worker; and the console script's module: a forkserver child re-imports
+# the parent's main script unless it ran with ``python -m``, and for ``otpnn train`` or ``otpnn
+# serve`` that script is ``from otpnn.cli import main``, 130 ms of imports per worker start.
+import otpnn.cli
+import otpnn.training.worker  # noqa: F401
