@@ -21,7 +21,7 @@ from otpnn.checkpoint import CheckpointError
 from otpnn.config import ACTIVATIONS, BACKENDS, DATASETS, DTYPES, ConfigError, TrainConfig
 from otpnn.data import DataError, load_dataset
 from otpnn.faults import Chaos, FaultSpecError, parse_fault
-from otpnn.logs import configure_logging
+from otpnn.logs import AboveTheBar, configure_logging
 from otpnn.training.job import (
     JobOptions,
     JobStopped,
@@ -106,7 +106,9 @@ def train(**opts: Any) -> None:
     # On a console the bar and the epoch lines tell the story; lifecycle events are for --verbose
     # or for machines (json). Warnings (faults, lost workers, give-ups) always show.
     chatty = opts["verbose"] or (opts["log_format"] == "json" and not opts["quiet"])
-    configure_logging(opts["log_format"], quiet=not chatty)
+    configure_logging(
+        opts["log_format"], quiet=not chatty, stream=None if opts["quiet"] else AboveTheBar()
+    )
     config, options = _parse(opts)
     try:
         dataset = load_dataset(config)

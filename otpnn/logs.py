@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+import threading
+from typing import Any, TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor
+from tqdm import tqdm
 
 
 def _renderer(fmt: str) -> Processor:
@@ -16,8 +18,30 @@ def _renderer(fmt: str) -> Processor:
     return structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
 
 
-def configure_logging(fmt: str = "console", *, quiet: bool = False) -> None:
-    """``fmt`` is ``console`` or ``json``; ``quiet`` keeps warnings and errors only."""
+class AboveTheBar:
+    """stderr for log lines while a tqdm progress bar may be drawn there: each complete line is
+    printed above the bar (tqdm clears and redraws it) instead of into the middle of it."""
+
+    def __init__(self) -> None:
+        self._partial = ""
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            *lines, self._partial = (self._partial + text).split("\n")
+            for line in lines:
+                tqdm.write(line, file=sys.stderr)
+        return len(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def configure_logging(
+    fmt: str = "console", *, quiet: bool = False, stream: TextIO | AboveTheBar | None = None
+) -> None:
+    """``fmt`` is ``console`` or ``json``; ``quiet`` keeps warnings and errors only; lines go to
+    ``stream`` (default stderr; :class:`AboveTheBar` under a progress bar)."""
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -29,7 +53,7 @@ def configure_logging(fmt: str = "console", *, quiet: bool = False) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.WARNING if quiet else logging.INFO
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
 
