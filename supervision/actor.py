@@ -43,7 +43,7 @@ from pykka import ActorDeadError, ActorRegistry, ThreadingFuture, messages
 from pykka._envelope import Envelope
 
 from supervision.reasons import KILLED, NORMAL, Reason, describe
-from supervision.refs import MonitoredHandle, MonitorSet
+from supervision.refs import MonitoredHandle, MonitorSet, fail
 
 log = structlog.get_logger("supervision")
 
@@ -150,7 +150,7 @@ class ThreadActorRef(MonitoredHandle, pykka.ActorRef[Any]):
         future: ThreadingFuture[Any] = ThreadingFuture()
         with self._lock:
             if self._dead:
-                _fail(future, ActorDeadError(f"{self} not found"))
+                fail(future, ActorDeadError(f"{self} not found"))
             else:
                 self._pending.add(future)
                 self.actor_inbox.put(Envelope(message, reply_to=future))
@@ -169,7 +169,7 @@ class ThreadActorRef(MonitoredHandle, pykka.ActorRef[Any]):
             if error is None:
                 future.set(value)
             else:
-                _fail(future, error)
+                fail(future, error)
 
     def _finish(self, reason: Reason) -> None:
         """The actor has exited: refuse messages, fail pending asks, tell the monitors."""
@@ -179,10 +179,7 @@ class ThreadActorRef(MonitoredHandle, pykka.ActorRef[Any]):
         self.actor_stopped.set()
         self._started.set()
         ActorRegistry.unregister(self)
-        for future in pending:
-            with contextlib.suppress(queue.Full):
-                _fail(future, ActorDeadError(f"{self} exited ({describe(reason)}) before replying"))
-        self._monitors.fire(self, reason)
+        self._report_exit(pending, reason)
 
     def _wait_started(self, timeout: float) -> None:
         """Block until ``on_start`` returned; raise its exception if it failed."""
@@ -195,10 +192,6 @@ class ThreadActorRef(MonitoredHandle, pykka.ActorRef[Any]):
             if isinstance(reason, BaseException):
                 raise reason
             raise ActorDeadError(f"{self} exited while starting ({describe(reason)})")
-
-
-def _fail(future: ThreadingFuture[Any], exc: BaseException) -> None:
-    future.set_exception((type(exc), exc, exc.__traceback__))
 
 
 class Actor(pykka.ThreadingActor):

@@ -12,15 +12,18 @@ block: the usual callback is ``some_actor_ref.tell``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import structlog
+from pykka import ActorDeadError, ThreadingFuture
 
-from supervision.reasons import KILLED, NORMAL, Reason
+from supervision.reasons import KILLED, NORMAL, Reason, describe
 
 log = structlog.get_logger("supervision")
 
@@ -186,6 +189,37 @@ class MonitoredHandle:
 
     def demonitor(self, monitor: Monitor) -> None:
         self._monitors.remove(monitor)
+
+    def _report_exit(self, pending: Iterable[ThreadingFuture[Any]], reason: Reason) -> None:
+        """The actor has exited: fail the asks still waiting for it, then tell the monitors.
+        A future answered meanwhile (a kill racing a reply) keeps its first answer."""
+        for future in pending:
+            with contextlib.suppress(queue.Full):
+                fail(future, ActorDeadError(f"{self} exited ({describe(reason)}) before replying"))
+        self._monitors.fire(self, reason)  # type: ignore[arg-type]
+
+
+class WatchedHandle(MonitoredHandle):
+    """What the kinds whose actor runs outside this process (process, ray) share: one thread
+    of ours, ``_watcher``, waits for the actor's end and reports it."""
+
+    _dead: bool
+    _watcher: threading.Thread
+
+    def is_alive(self) -> bool:
+        return not self._dead
+
+    def join(self, timeout: float | None = None) -> bool:
+        if not self._monitors.wait(timeout):
+            return False
+        if threading.current_thread() is not self._watcher:
+            self._watcher.join()  # it has nothing left to do but return
+        return True
+
+
+def fail(future: ThreadingFuture[Any], exc: BaseException) -> None:
+    """Answer ``future`` with ``exc``: its ``get`` raises it."""
+    future.set_exception((type(exc), exc, exc.__traceback__))
 
 
 def _call(callback: DownCallback, down: Down) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pykka
 import pytest
+from proc_tree import descendants
 
 GRACE_SECONDS = 5.0
 SHM_DIR = Path("/dev/shm")
@@ -28,33 +29,6 @@ def _shm_segments() -> set[str]:
     return {p.name for p in SHM_DIR.iterdir() if not p.name.startswith("sem.")}
 
 
-def _child_pids() -> set[int]:
-    """Live (or zombie) descendants of this process, read from /proc.
-
-    Descendants, not only children: process actors are forked by the forkserver (a child of
-    this process), so an actor left running is a grandchild.
-    """
-    children_of: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command name may contain spaces or parentheses: split after the last ')'.
-        fields = stat.rsplit(")", 1)[1].split()
-        children_of.setdefault(int(fields[1]), []).append(int(entry.name))
-    found: set[int] = set()
-    todo = [os.getpid()]
-    while todo:
-        for child in children_of.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
 def _open_fds() -> set[int]:
     return {int(fd) for fd in os.listdir("/proc/self/fd")}
 
@@ -62,7 +36,7 @@ def _open_fds() -> set[int]:
 def _leaks(threads_before: set[threading.Thread], shm_before: set[str], procs_before: set[int]):
     threads = {t for t in threading.enumerate() if t.is_alive()} - threads_before
     actors = pykka.ActorRegistry.get_all()
-    procs = _child_pids() - procs_before
+    procs = descendants() - procs_before
     shm = {name for name in _shm_segments() - shm_before if not _foreign(name, procs)}
     return threads, actors, procs, shm
 
@@ -113,7 +87,7 @@ def no_fd_leaks() -> Iterator[None]:
 def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     threads_before = set(threading.enumerate())
     shm_before = _shm_segments()
-    procs_before = _child_pids()
+    procs_before = descendants()
     yield
     if request.node.get_closest_marker("allow_leaks"):
         return

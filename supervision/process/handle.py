@@ -38,8 +38,8 @@ from pykka import ActorDeadError, CallableProxy, ThreadingFuture, Timeout, messa
 
 from supervision.process import runner
 from supervision.process.errors import DeadlineExceeded
-from supervision.reasons import KILLED, NORMAL, ExitedWithCode, KilledBySignal, Reason, describe
-from supervision.refs import MonitoredHandle, MonitorSet
+from supervision.reasons import KILLED, NORMAL, ExitedWithCode, KilledBySignal, Reason
+from supervision.refs import MonitorSet, WatchedHandle, fail
 
 _PRELOAD = ["supervision.process.runner"]
 _REAP_SECONDS = 5.0
@@ -97,7 +97,7 @@ class ProcessOptions:
     batch_scheduling: bool = False
 
 
-class ProcessActorRef(MonitoredHandle):
+class ProcessActorRef(WatchedHandle):
     """A ref to an actor running in its own process; Pykka's ``ActorRef`` interface plus the
     supervision half of :class:`~supervision.refs.ActorHandle`."""
 
@@ -140,10 +140,10 @@ class ProcessActorRef(MonitoredHandle):
             child_conn.close()  # the child's end must live only in the child, for EOF to work
         self._pid: int = self._process.pid  # type: ignore[assignment]
         self._attrs = self._await_ready()
-        self._reader = threading.Thread(
+        self._watcher = threading.Thread(
             target=self._read_loop, name=f"process-actor-reader-{self._pid}", daemon=True
         )
-        self._reader.start()
+        self._watcher.start()
 
     def __repr__(self) -> str:
         return f"<ProcessActorRef for {self}>"
@@ -156,16 +156,6 @@ class ProcessActorRef(MonitoredHandle):
     @property
     def pid(self) -> int:
         return self._pid
-
-    def is_alive(self) -> bool:
-        return not self._dead
-
-    def join(self, timeout: float | None = None) -> bool:
-        if not self._monitors.wait(timeout):
-            return False
-        if threading.current_thread() is not self._reader:
-            self._reader.join()  # it has nothing left to do but return
-        return True
 
     def stop(
         self, block: bool = True, timeout: float | None = None, *, reason: Reason = NORMAL
@@ -222,14 +212,14 @@ class ProcessActorRef(MonitoredHandle):
             return future
         with self._lock:
             if self._dead:
-                _fail(future, ActorDeadError(f"{self} not found"))
+                fail(future, ActorDeadError(f"{self} not found"))
                 return future
             self._pending[corr] = future
         try:
             self._send(data)
         except ActorDeadError as exc:
             if self._pending.pop(corr, None) is not None:
-                _fail(future, exc)
+                fail(future, exc)
         return future
 
     def _deadline_missed(self, timeout: float | None) -> None:
@@ -306,7 +296,7 @@ class ProcessActorRef(MonitoredHandle):
                 if ok:
                     future.set(value)
                 else:
-                    _fail(future, value)
+                    fail(future, value)
         except (EOFError, OSError):
             pass
         self._finish()
@@ -327,9 +317,7 @@ class ProcessActorRef(MonitoredHandle):
         with self._send_lock:
             self._conn.close()
         reason = self._reason_for(code)
-        for future in pending.values():
-            _fail(future, ActorDeadError(f"{self} exited ({describe(reason)}) before replying"))
-        self._monitors.fire(self, reason)
+        self._report_exit(pending.values(), reason)
 
     def _reason_for(self, code: int) -> Reason:
         if self._crash_reason is not None:
@@ -357,10 +345,6 @@ class _ProcessFuture(ThreadingFuture[Any]):
             if self._on_timeout is not None:
                 self._on_timeout(timeout)
             raise
-
-
-def _fail(future: ThreadingFuture[Any], exc: BaseException) -> None:
-    future.set_exception((type(exc), exc, None))
 
 
 class ProcessActorProxy:

@@ -34,8 +34,8 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskErro
 from supervision.process.handle import ProcessActorProxy
 from supervision.process.runner import ASK, TELL
 from supervision.ray.runner import CRASHED, EXIT_GROUP, RayRunner
-from supervision.reasons import KILLED, NORMAL, Reason, describe
-from supervision.refs import MonitoredHandle, MonitorSet
+from supervision.reasons import KILLED, NORMAL, Reason
+from supervision.refs import MonitorSet, WatchedHandle, fail
 
 _remote_runner = ray.remote(concurrency_groups={EXIT_GROUP: 2})(RayRunner)
 
@@ -57,7 +57,7 @@ class RayOptions:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
-class RayActorRef(MonitoredHandle):
+class RayActorRef(WatchedHandle):
     """A ref to an actor running as a Ray actor; Pykka's ``ActorRef`` interface plus the
     supervision half of :class:`~supervision.refs.ActorHandle`."""
 
@@ -106,16 +106,6 @@ class RayActorRef(MonitoredHandle):
         """The pid of the Ray worker process, on whichever node Ray placed it."""
         return self._pid
 
-    def is_alive(self) -> bool:
-        return not self._dead
-
-    def join(self, timeout: float | None = None) -> bool:
-        if not self._monitors.wait(timeout):
-            return False
-        if threading.current_thread() is not self._watcher:
-            self._watcher.join()  # it has nothing left to do but return
-        return True
-
     def stop(
         self, block: bool = True, timeout: float | None = None, *, reason: Reason = NORMAL
     ) -> bool:
@@ -161,7 +151,7 @@ class RayActorRef(MonitoredHandle):
         future: ThreadingFuture[Any] = ThreadingFuture()
         with self._lock:
             if self._dead:
-                _fail(future, ActorDeadError(f"{self} not found"))
+                fail(future, ActorDeadError(f"{self} not found"))
                 return future
             ref = self._actor.handle.remote(op, message)
             key = id(future)
@@ -181,13 +171,13 @@ class RayActorRef(MonitoredHandle):
             if ok:
                 future.set(value)
             else:
-                _fail(future, value)
+                fail(future, value)
         elif isinstance(exc, RayActorError):
-            _fail(future, ActorDeadError(f"{self} exited before replying: {exc}"))
+            fail(future, ActorDeadError(f"{self} exited before replying: {exc}"))
         elif isinstance(exc, RayTaskError):  # e.g. a reply Ray could not serialize
-            _fail(future, exc.as_instanceof_cause())
+            fail(future, exc.as_instanceof_cause())
         else:
-            _fail(future, exc)
+            fail(future, exc)
 
     # -- the actor's life, seen from here ------------------------------------------------
 
@@ -237,13 +227,7 @@ class RayActorRef(MonitoredHandle):
         with self._lock:
             self._dead = True
             pending, self._pending = self._pending, {}
-        for future in pending.values():
-            _fail(future, ActorDeadError(f"{self} exited ({describe(reason)}) before replying"))
-        self._monitors.fire(self, reason)
-
-
-def _fail(future: ThreadingFuture[Any], exc: BaseException) -> None:
-    future.set_exception((type(exc), exc, None))
+        self._report_exit(pending.values(), reason)
 
 
 def start(actor_class: type[pykka.Actor], *args: Any, **kwargs: Any) -> RayActorRef:

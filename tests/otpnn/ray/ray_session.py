@@ -7,37 +7,18 @@ object-store client) before any test counts threads and processes.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import ray
+from proc_tree import descendants
 
 from supervision import Actor, spawn
 from supervision.ray import connect
 
 SHUTDOWN_GRACE_SECONDS = 10.0
-
-
-def descendants() -> set[int]:
-    """Live descendants of this process (Ray's GCS, raylet, workers are among them)."""
-    children_of: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError):
-                continue
-            children_of.setdefault(ppid, []).append(int(entry.name))
-    found, todo = set(), [os.getpid()]
-    while todo:
-        for child in children_of.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
 
 
 @contextmanager
