@@ -23,6 +23,7 @@ from otpnn.data import DataError, load_dataset
 from otpnn.faults import Chaos, FaultSpecError, parse_fault
 from otpnn.logs import AboveTheBar, configure_logging
 from otpnn.training.job import (
+    ClusterUnreachable,
     JobOptions,
     JobStopped,
     ResumeError,
@@ -130,6 +131,10 @@ def train(**opts: Any) -> None:
         )
         click.echo(f"otpnn: stopped by signal at step {job.progress.step}; {where}", err=True)
         sys.exit(128 + stop_signal.get("signum", signal.SIGTERM))
+    except ClusterUnreachable as e:
+        job.stop()
+        _close(bar)
+        raise click.UsageError(str(e)) from None
     except TrainingFailed as e:
         job.stop()
         _close(bar)

@@ -58,6 +58,10 @@ class TrainingFailed(RuntimeError):
     """The tree gave up; the message names the actor, the reasons and the last checkpoint."""
 
 
+class ClusterUnreachable(RuntimeError):
+    """``--ray-address`` names no Ray cluster this process can join (the message says why)."""
+
+
 class JobStopped(Exception):
     """wait() ended because request_stop() was called (a signal, a cancel)."""
 
@@ -139,7 +143,10 @@ class TrainingJob:
         its start-up is timed apart from training (the epoch rows exclude it)."""
         from supervision.ray import connect
 
-        self._ray = connect(self.options.ray_address, num_cpus=max(self.workers, 2))
+        try:
+            self._ray = connect(self.options.ray_address, num_cpus=max(self.workers, 2))
+        except ConnectionError as exc:
+            raise ClusterUnreachable(str(exc)) from exc
         self._log.info(
             "ray_connected",
             address=self.options.ray_address or "local",

@@ -7,6 +7,7 @@ connected (a test session, an application that called ``ray.init`` itself) is le
 
 from __future__ import annotations
 
+import socket
 import time
 from dataclasses import dataclass
 
@@ -46,5 +47,27 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> RayCo
             **common,
         )
     else:
-        ray.init(address=address, **common)
+        _check_reachable(address)
+        try:
+            ray.init(address=address, **common)
+        except ConnectionError as exc:
+            # Ray says why at the end of its cause's text (e.g. a missing auth token).
+            lines = [line for line in str(exc.__cause__ or "").splitlines() if line.strip()]
+            why = f": {lines[-1].strip()}" if lines else ""
+            raise ConnectionError(f"could not join the Ray cluster at {address}{why}") from exc
     return RayConnection(address, owned=True, startup_seconds=time.perf_counter() - started)
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once if nothing listens at a ``host:port`` address (Ray itself retries for a
+    minute before giving up); other forms (``ray://``, ``auto``) are left to Ray."""
+    host, _, port = address.rpartition(":")
+    if not host or "://" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ConnectionError(
+            f"no Ray head node answers at {address} ({exc.strerror or exc}): start one there "
+            "with `ray start --head`, or leave out --ray-address for a local Ray"
+        ) from exc

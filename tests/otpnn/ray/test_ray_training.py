@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -112,6 +115,24 @@ def test_ray_address_needs_the_ray_backend(in_process_cli) -> None:
     result = in_process_cli.invoke(main, args)
     assert result.exit_code == 2
     assert "--ray-address needs --backend ray" in result.output
+
+
+def test_an_address_with_no_cluster_is_one_clear_error_at_once() -> None:
+    """Not Ray's minute of retries and a traceback: exit 2 naming the address (a fresh process:
+    this one is connected to the session's Ray already)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"  # nothing listens there once closed
+    args = ["train", "--backend", "ray", "--ray-address", address, "--dataset", "synthetic"]
+    done = subprocess.run(
+        [sys.executable, "-m", "otpnn", *args, "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"no Ray head node answers at {address}" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_a_connected_ray_is_reused_and_left_running() -> None:
