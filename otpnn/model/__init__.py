@@ -2,10 +2,11 @@
 
 from otpnn.model.mlp import Workspace, evaluate, reduce_in_order, shard_gradient
 from otpnn.model.params import init_params, layer_views, num_params, params_sha256
-from otpnn.model.sgd import SGD
+from otpnn.model.sgd import SGD, Hyper, sgd_update
 
 __all__ = [
     "SGD",
+    "Hyper",
     "Workspace",
     "evaluate",
     "init_params",
@@ -13,5 +14,6 @@ __all__ = [
     "num_params",
     "params_sha256",
     "reduce_in_order",
+    "sgd_update",
     "shard_gradient",
 ]

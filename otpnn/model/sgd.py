@@ -1,18 +1,59 @@
-"""SGD with optional momentum and L2 weight decay, on flat vectors, in place.
+"""SGD with optional momentum and L2 weight decay, on flat vectors.
 
 Update (PyTorch convention): g = grad_sum / batch_len + weight_decay * p;
 v = momentum * v + g; p -= lr * v   (without momentum: p -= lr * g).
-Every operation is element-wise in a fixed order, so the update is as deterministic as its inputs.
+Every operation is element-wise, so the update of any slice of the vector gives the same bits as
+the update of the whole vector: the trainer's workers each update their own slice.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 
+@dataclass(frozen=True, slots=True)
+class Hyper:
+    """The optimizer's hyperparameters (what crosses a mailbox; the state stays in arrays)."""
+
+    lr: float
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+
+def sgd_update(
+    hyper: Hyper,
+    params: np.ndarray,
+    velocity: np.ndarray,
+    grad_sum: np.ndarray,
+    batch_len: int,
+    *,
+    params_out: np.ndarray,
+    velocity_out: np.ndarray,
+    scratch: np.ndarray,
+) -> None:
+    """One update from (params, velocity) into (params_out, velocity_out); the outputs may be
+    the inputs (in place) or other buffers (the trainer's double buffering). ``velocity`` is
+    ignored without momentum. ``scratch`` is a buffer of the same shape, overwritten."""
+    g = scratch
+    np.divide(grad_sum, batch_len, out=g)
+    if hyper.weight_decay:
+        g += hyper.weight_decay * params
+    if hyper.momentum:
+        np.multiply(velocity, hyper.momentum, out=velocity_out)
+        velocity_out += g
+        np.multiply(velocity_out, hyper.lr, out=g)
+    else:
+        np.multiply(g, hyper.lr, out=g)
+    np.subtract(params, g, out=params_out)
+
+
 class SGD:
+    """The optimizer with its state, updating parameters in place (the serial loops' form)."""
+
     def __init__(self, lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
-        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self.hyper = Hyper(lr, momentum, weight_decay)
         self.velocity: np.ndarray | None = None
         self._g: np.ndarray | None = None
 
@@ -20,17 +61,19 @@ class SGD:
         """Apply one update using the MEAN gradient grad_sum / batch_len."""
         if self._g is None or self._g.shape != params.shape or self._g.dtype != params.dtype:
             self._g = np.empty_like(params)
-        g = self._g
-        np.divide(grad_sum, batch_len, out=g)
-        if self.weight_decay:
-            g += self.weight_decay * params
-        if self.momentum:
-            if self.velocity is None:
-                self.velocity = np.zeros_like(params)
-            self.velocity *= self.momentum
-            self.velocity += g
-        np.multiply(self.velocity if self.momentum else g, self.lr, out=g)
-        params -= g
+        if self.hyper.momentum and self.velocity is None:
+            self.velocity = np.zeros_like(params)
+        v = self.velocity if self.velocity is not None else self._g
+        sgd_update(
+            self.hyper,
+            params,
+            v,
+            grad_sum,
+            batch_len,
+            params_out=params,
+            velocity_out=v,
+            scratch=self._g,
+        )
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Tensors to checkpoint (the momentum buffer once it exists)."""

@@ -30,6 +30,7 @@ from otpnn.data import Dataset
 from otpnn.faults import Chaos, Fault
 from otpnn.model import SGD, params_sha256
 from otpnn.schedule import steps_per_epoch
+from otpnn.training import lockstep
 from otpnn.training.coordinator import Coordinator, CoordinatorContext
 from otpnn.training.loader import Loader
 from otpnn.training.state import Event, JobState, Progress, Snapshot
@@ -80,6 +81,9 @@ class JobOptions:
     max_restarts: int = 3
     max_seconds: float = 5.0
     ray_address: str | None = None  # backend "ray": join this cluster (None: a local Ray)
+    # Workers run the steps in lockstep over shared memory (None: wherever that works, i.e.
+    # thread and process workers on x86-64), or the coordinator dispatches every step.
+    lockstep: bool | None = None
 
 
 class TrainingJob:
@@ -231,8 +235,18 @@ class TrainingJob:
             pool=partial(self._whereis, "pool"),
             step_timeout=self.options.step_timeout,
             on_snapshot=self._persist,
+            lockstep=self._lockstep(),
         )
         return self._started("coordinator", spawn(self._actor_classes()[2], ctx))
+
+    def _lockstep(self) -> bool:
+        if self.config.backend == "ray":
+            if self.options.lockstep:
+                raise ValueError("Ray workers share no memory: the lockstep protocol needs it")
+            return False
+        if self.options.lockstep is None:
+            return lockstep.SUPPORTED
+        return self.options.lockstep
 
     def _loader(self) -> ActorHandle:
         return self._whereis("loader")

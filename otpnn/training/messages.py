@@ -35,7 +35,8 @@ class Shard:
 
 @dataclass(frozen=True, slots=True)
 class ComputeShards:
-    """Coordinator -> Worker: compute these shards against parameter version ``step``.
+    """Coordinator -> Worker: compute these shards against parameter version ``step``, row
+    ``(step - 1) % 2`` of ``params`` (the stepwise protocol; see the coordinator).
 
     The worker writes the summed gradient of shard ``k`` into row ``k`` of ``grads`` and replies
     with one :class:`ShardResult` per shard. ``fault`` is an injected fault to act out first

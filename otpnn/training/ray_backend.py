@@ -161,7 +161,7 @@ class RayCoordinator(Coordinator):
         self, step: int, epoch: int, run: tuple[Shard, ...], fault: str | None
     ) -> RayComputeShards:
         if self._params_ref is None or self._params_ref[0] != step:
-            self._params_ref = (step, ray.put(self._params.array))
+            self._params_ref = (step, ray.put(self._params.array[(step - 1) % 2]))
         assert self._order is not None, "an epoch is opened before its first step"
         return RayComputeShards(step, epoch, self._params_ref[1], self._order, run, fault)
 

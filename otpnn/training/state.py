@@ -69,6 +69,7 @@ class JobState:
         self._snapshot: Snapshot | None = None
         self._faults: list[Fault] = list(faults or [])
         self._fired: set[int] = set()
+        self.plan_version = 0  # bumped by add_fault: a running coordinator replans
         self.chaos = chaos
         self._events: list[Event] = []
         self._starts: dict[str, int] = {}
@@ -94,6 +95,7 @@ class JobState:
         """Plan a fault, also while the job runs (from any thread)."""
         with self._lock:
             self._faults.append(fault)
+            self.plan_version += 1
 
     def due_faults(self, target: str, when: str, at: int) -> list[tuple[int, Fault]]:
         """Planned, not yet fired faults for ``target`` whose point ``when``=N is <= ``at``."""

@@ -2,8 +2,10 @@
 
 One class for every backend: spawned as a thread actor or as a process actor, it reads the
 dataset, the permutation and the parameters from shared memory and writes each shard's gradient
-into that shard's row of the gradient segment. It keeps no training state, so a restarted worker
-is as good as the one it replaces; what it holds are attachments, re-made when names change.
+into that shard's row of the gradient segment; in a lockstep run it also reduces and updates its
+slice of the parameters (see :mod:`otpnn.training.lockstep`). It keeps no training state, so a
+restarted worker is as good as the one it replaces; what it holds are attachments, re-made when
+names change.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from threadpoolctl import threadpool_limits
 from otpnn.faults import FaultTarget
 from otpnn.model import shard_gradient
 from otpnn.training.blas import ONE_BLAS_THREAD
+from otpnn.training.lockstep import Rank, RankArrays, RunSteps
 from otpnn.training.messages import ComputeShards, DataSegments, ShardResult
 from supervision import Actor
 from supervision.process import ProcessOptions
@@ -64,17 +67,40 @@ class Worker(FaultTarget, Actor):
     def on_receive(self, message: object) -> object:
         if isinstance(message, ComputeShards):
             return self.compute(message)
+        if isinstance(message, RunSteps):
+            return self.run_steps(message)
         return super().on_receive(message)
+
+    def run_steps(self, msg: RunSteps) -> int | None:
+        """Be one rank of a lockstep run; the last step done, or None if the run was aborted."""
+        seg = msg.segments
+        arrays = RankArrays(
+            self._images.array,
+            self._labels.array,
+            self._order(msg.epoch),
+            self._attach_current("params", seg.params),
+            self._attach_current("velocity", seg.velocity),
+            self._attach_current("grads", seg.grads),
+            self._attach_current("stats", seg.stats),
+            self._attach_current("control", seg.control),
+        )
+        rank = Rank(msg, arrays, self._sizes, self._activation, self.inject, self.actor_stopped)
+        return rank.run()
+
+    def _order(self, epoch: int) -> np.ndarray:
+        """The epoch's sample order, checked to be the one the Loader wrote for ``epoch``."""
+        perm = self._perm.array
+        if perm[0] != epoch:
+            raise StalePermutation(f"permutation is for epoch {perm[0]}, not {epoch}")
+        return perm[1:]
 
     def compute(self, msg: ComputeShards) -> tuple[ShardResult, ...]:
         if msg.fault is not None:
             self.inject(msg.fault)
-        perm = self._perm.array
-        if perm[0] != msg.epoch:
-            raise StalePermutation(f"permutation is for epoch {perm[0]}, not {msg.epoch}")
-        params = self._attach_current("params", msg.params)
+        order = self._order(msg.epoch)
+        params = self._attach_current("params", msg.params)[(msg.step - 1) % 2]
         grads = self._attach_current("grads", msg.grads)
-        images, labels, order = self._images.array, self._labels.array, perm[1:]
+        images, labels = self._images.array, self._labels.array
         results = []
         for shard in msg.shards:
             rows = order[shard.lo : shard.hi]

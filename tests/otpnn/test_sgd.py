@@ -1,7 +1,9 @@
+import itertools
+
 import numpy as np
 import pytest
 
-from otpnn.model import SGD
+from otpnn.model import SGD, Hyper, sgd_update
 
 
 def test_plain_sgd_uses_the_mean_gradient():
@@ -40,3 +42,30 @@ def test_state_round_trip_resumes_identically():
     assert SGD(0.1).state_arrays() == {}
     with pytest.raises(ValueError, match="unknown optimizer state"):
         c.load_state({"m": np.zeros(2)})
+
+
+@pytest.mark.parametrize(("momentum", "weight_decay"), [(0.0, 0.0), (0.5, 0.0), (0.9, 0.01)])
+def test_updating_slices_into_other_buffers_gives_the_same_bits(momentum, weight_decay):
+    """What lets workers update their own slices of double-buffered parameters: the update is
+    element-wise, so slices written into other buffers equal the whole vector updated in place."""
+    rng = np.random.default_rng(0)
+    p0 = rng.standard_normal(1001).astype(np.float32)
+    grads = [rng.standard_normal(1001).astype(np.float32) for _ in range(3)]
+    whole, opt = p0.copy(), SGD(0.1, momentum, weight_decay)
+    for g in grads:
+        opt.step(whole, g, 7)
+
+    hyper = Hyper(0.1, momentum, weight_decay)
+    params, velocity = np.stack([p0, p0]), np.zeros((2, 1001), np.float32)
+    cuts = [0, 3, 500, 1001]  # uneven slices, misaligned for SIMD
+    for t, g in enumerate(grads, start=1):
+        src, dst = (t - 1) % 2, t % 2
+        for a, b in itertools.pairwise(cuts):
+            sgd_update(
+                hyper, params[src, a:b], velocity[src, a:b], g[a:b], 7,
+                params_out=params[dst, a:b], velocity_out=velocity[dst, a:b],
+                scratch=np.empty(b - a, np.float32),
+            )  # fmt: skip
+    assert params[len(grads) % 2].tobytes() == whole.tobytes()
+    if momentum:
+        assert velocity[len(grads) % 2].tobytes() == opt.velocity.tobytes()

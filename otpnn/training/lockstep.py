@@ -1,0 +1,261 @@
+"""Lockstep runs: the workers run the optimisation steps themselves, in shared memory.
+
+Why: a step of this network is one or two milliseconds of maths, and a coordinator that sends a
+message per worker per step, waits for the replies, then reduces and updates alone keeps the
+workers idle for a large part of every step (measured: at batch 64 the workers were busy ~30 %
+of the time). Here one message per worker starts a *run* of steps (up to an epoch), and the
+workers do the whole step between them:
+
+for each step t of the run, rank r of R:
+
+1. compute rank r's contiguous share of the step's micro-shards against ``params[(t-1) % 2]``,
+   writing each shard's summed gradient into its row of ``grads`` and (loss, correct) into
+   ``stats``; publish phase ``2t-1``; wait until every rank has published it;
+2. reduce rank r's slice of the parameter vector over all gradient rows in shard order and
+   update that slice of (params, velocity) from row ``(t-1) % 2`` into row ``t % 2``; publish
+   phase ``2t``; wait until every rank has (not after the run's last step).
+
+The reduction and the update are element-wise per parameter, so slices give the bits of the
+whole-vector ``reduce_in_order`` + ``sgd_update`` that the serial reference does.
+
+Recovery: the state after s steps lives in row ``s % 2`` and is not written again before every
+rank has finished step s+1 (the next writes to that row come in step s+2, behind the barrier of
+phase ``2s+3``). So whatever dies, hangs or is stopped, and wherever, the state after
+``c = min over ranks of phase // 2`` completed steps is intact: the coordinator aborts the run,
+keeps those c steps and starts a new run at c+1 with the workers it has.
+
+The barrier: each rank writes only its own progress cell (one aligned int64 store, tagged with
+the run id so cells left over from an earlier run never count) and reads the others'. That
+needs stores to become visible in program order, which x86-64 (TSO) guarantees; elsewhere the
+trainer uses the per-step protocol (see :data:`SUPPORTED`). Waiting spins briefly, then yields,
+then sleeps: a rank waiting on a slow or hung peer does not burn a core for long.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from otpnn.model import Hyper, sgd_update, shard_gradient
+from otpnn.schedule import shard_bounds
+from supervision.shm import ArrayDescriptor
+
+# Store order visible to other cores in program order (TSO): what the barrier relies on.
+SUPPORTED = platform.machine().lower() in ("x86_64", "amd64")
+
+RUN, ABORT = 0, 1  # cells of control row 0: the current run id; the id of an aborted run
+PROGRESS, FAULT = 0, 1  # cells of control row 1 + rank: its progress; the last fault acted out
+_CELLS = 8  # int64 cells per control row: one 64-byte cache line per rank
+
+SPIN_SECONDS = 50e-6  # spin this long before yielding the core, ...
+YIELD_SECONDS = 2e-3  # ... yield it this long before sleeping between looks
+SLEEP_SECONDS = 200e-6
+
+
+class RunAborted(Exception):
+    """The coordinator aborted this run (or the worker was killed): stop writing, return."""
+
+
+def tag(run: int, value: int) -> int:
+    """A control cell's value: the run id in the high half, so later runs compare greater."""
+    return (run << 32) | value
+
+
+def control_shape(max_ranks: int) -> tuple[int, int]:
+    return (1 + max_ranks, _CELLS)
+
+
+@dataclass(frozen=True, slots=True)
+class LockstepSegments:
+    """The coordinator's shared arrays, named for the workers.
+
+    params, velocity: (2, P) double-buffered by step parity; grads: (max_shards, P);
+    stats: (steps_per_epoch, max_shards, 2) float64 (loss sum, correct) by step of the epoch;
+    control: int64 (1 + max_ranks, 8), see the cells above.
+    """
+
+    params: ArrayDescriptor
+    velocity: ArrayDescriptor
+    grads: ArrayDescriptor
+    stats: ArrayDescriptor
+    control: ArrayDescriptor
+
+
+@dataclass(frozen=True, slots=True)
+class Batches:
+    """How steps map to samples: what a rank needs to find its shards without asking."""
+
+    n_train: int
+    batch_size: int
+    shard_size: int
+    steps_per_epoch: int
+
+    def shards(self, step: int) -> tuple[int, list[tuple[int, int]]]:
+        """(offset of the step's batch in the epoch's order, its micro-shards' bounds)."""
+        lo = ((step - 1) % self.steps_per_epoch) * self.batch_size
+        return lo, shard_bounds(min(self.batch_size, self.n_train - lo), self.shard_size)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSteps:
+    """Coordinator -> Worker: be rank ``rank`` of ``ranks`` for steps ``first..last`` (one
+    epoch, ``epoch``) of run ``run``; act out ``faults`` ((step, action) pairs) at the start of
+    those steps. The reply is the last step this rank finished, or None if the run was aborted.
+    """
+
+    run: int
+    rank: int
+    ranks: int
+    first: int
+    last: int
+    epoch: int
+    segments: LockstepSegments
+    batches: Batches
+    hyper: Hyper
+    faults: tuple[tuple[int, str], ...] = ()
+
+
+def split(n: int, parts: int, part: int) -> tuple[int, int]:
+    """Bounds of ``part`` of ``parts`` contiguous, near-equal pieces of range(n)."""
+    return n * part // parts, n * (part + 1) // parts
+
+
+@dataclass
+class RankArrays:
+    """A worker's views of the data and of the coordinator's segments for one run."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    order: np.ndarray  # the epoch's permutation
+    params: np.ndarray
+    velocity: np.ndarray
+    grads: np.ndarray
+    stats: np.ndarray
+    control: np.ndarray
+
+
+class Rank:
+    """One worker's part in a run: the loop of steps above, for rank ``msg.rank``."""
+
+    def __init__(
+        self,
+        msg: RunSteps,
+        arrays: RankArrays,
+        sizes: tuple[int, ...],
+        activation: str,
+        act_out: Callable[[str], None],
+        killed: threading.Event,
+    ) -> None:
+        self.msg, self.a = msg, arrays
+        self._sizes, self._activation = sizes, activation
+        self._act_out, self._killed = act_out, killed
+        self._cell = arrays.control[1 + msg.rank]
+        self._peers = arrays.control[1 : 1 + msg.ranks, PROGRESS]
+        n = arrays.params.shape[1]
+        self._lo, self._hi = split(n, msg.ranks, msg.rank)
+        self._acc = np.empty(self._hi - self._lo, arrays.params.dtype)
+        self._scratch = np.empty_like(self._acc)
+
+    def run(self) -> int | None:
+        msg = self.msg
+        faults = dict(msg.faults)
+        try:
+            for t in range(msg.first, msg.last + 1):
+                if t in faults:
+                    self._cell[FAULT] = tag(msg.run, t)
+                    self._act_out(faults[t])
+                self._gradients(t)
+                self._publish(2 * t - 1)
+                self._wait(2 * t - 1)
+                self._update(t)
+                self._publish(2 * t)
+                if t < msg.last:
+                    self._wait(2 * t)
+        except RunAborted:
+            return None
+        return msg.last
+
+    def _gradients(self, t: int) -> None:
+        a = self.a
+        offset, bounds = self.msg.batches.shards(t)
+        first, stop = split(len(bounds), self.msg.ranks, self.msg.rank)
+        params = a.params[(t - 1) % 2]
+        k = (t - 1) % self.msg.batches.steps_per_epoch
+        for s in range(first, stop):
+            self._check()
+            rows = a.order[offset + bounds[s][0] : offset + bounds[s][1]]
+            loss, correct = shard_gradient(
+                params, self._sizes, self._activation, a.images[rows], a.labels[rows], a.grads[s]
+            )
+            a.stats[k, s] = (loss, correct)
+
+    def _update(self, t: int) -> None:
+        a, lo, hi = self.a, self._lo, self._hi
+        _, bounds = self.msg.batches.shards(t)
+        batch_len = bounds[-1][1]
+        np.copyto(self._acc, a.grads[0, lo:hi])  # reduce_in_order, on this rank's slice
+        for s in range(1, len(bounds)):
+            np.add(self._acc, a.grads[s, lo:hi], out=self._acc)
+        src, dst = (t - 1) % 2, t % 2
+        self._check()
+        sgd_update(
+            self.msg.hyper,
+            a.params[src, lo:hi],
+            a.velocity[src, lo:hi],
+            self._acc,
+            batch_len,
+            params_out=a.params[dst, lo:hi],
+            velocity_out=a.velocity[dst, lo:hi],
+            scratch=self._scratch,
+        )
+
+    def _publish(self, phase: int) -> None:
+        self._check()
+        self._cell[PROGRESS] = tag(self.msg.run, phase)
+
+    def _check(self) -> None:
+        """Before any write: is this run still current, and this worker still alive? (A killed
+        thread worker's thread runs on until it returns; it must not write any more.)"""
+        control = self.a.control
+        if self._killed.is_set() or control[0, RUN] != self.msg.run:
+            raise RunAborted
+        if control[0, ABORT] == self.msg.run:
+            raise RunAborted
+
+    def _wait(self, phase: int) -> None:
+        """Until every rank has published ``phase`` of this run; RunAborted if aborted first."""
+        need = tag(self.msg.run, phase)
+        peers = self._peers
+        if peers.min() >= need:
+            return
+        started = time.perf_counter()
+        while peers.min() < need:
+            self._check()
+            waited = time.perf_counter() - started
+            if waited < SPIN_SECONDS:
+                continue
+            if waited < YIELD_SECONDS:
+                os.sched_yield()  # releases the GIL too: thread workers share one interpreter
+            else:
+                time.sleep(SLEEP_SECONDS)
+
+
+def completed_steps(control: np.ndarray, run: int, ranks: int, before_first: int) -> int:
+    """Steps every rank of ``run`` has finished (the last step whose state is complete)."""
+    done = before_first
+    phases = control[1 : 1 + ranks, PROGRESS]
+    if ranks and all(p >> 32 == run for p in phases):
+        done = max(done, int(min(p & 0xFFFFFFFF for p in phases)) // 2)
+    return done
+
+
+def fault_reached(control: np.ndarray, run: int, rank: int) -> int:
+    """The step of the last fault rank ``rank`` acted out in ``run`` (0 if none)."""
+    cell = int(control[1 + rank, FAULT])
+    return cell & 0xFFFFFFFF if cell >> 32 == run else 0
