@@ -27,8 +27,10 @@ keeps those c steps and starts a new run at c+1 with the workers it has.
 The barrier: each rank writes only its own progress cell (one aligned int64 store, tagged with
 the run id so cells left over from an earlier run never count) and reads the others'. That
 needs stores to become visible in program order, which x86-64 (TSO) guarantees; elsewhere the
-trainer uses the per-step protocol (see :data:`SUPPORTED`). Waiting spins briefly, then yields,
-then sleeps: a rank waiting on a slow or hung peer does not burn a core for long.
+trainer uses the per-step protocol (see :data:`SUPPORTED`). Process ranks wait by spinning
+briefly, then yielding, then sleeping: a rank waiting on a slow or hung peer does not burn a
+core for long. Thread ranks share one interpreter lock, and a spinning thread starves the thread
+it waits for of it; they wait on a condition that publishing notifies instead.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import os
 import platform
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -56,6 +59,21 @@ _CELLS = 8  # int64 cells per control row: one 64-byte cache line per rank
 SPIN_SECONDS = 50e-6  # spin this long before yielding the core, ...
 YIELD_SECONDS = 2e-3  # ... yield it this long before sleeping between looks
 SLEEP_SECONDS = 200e-6
+
+
+THREAD_WAIT_SECONDS = 5e-3  # a waiting thread rank looks for an abort at least this often
+
+# Thread ranks of one job (same control segment) wake each other through one condition.
+_conditions: weakref.WeakValueDictionary[str, threading.Condition] = weakref.WeakValueDictionary()
+_conditions_lock = threading.Lock()
+
+
+def _condition(key: str) -> threading.Condition:
+    with _conditions_lock:
+        cond = _conditions.get(key)
+        if cond is None:
+            cond = _conditions[key] = threading.Condition()
+        return cond
 
 
 class RunAborted(Exception):
@@ -151,8 +169,12 @@ class Rank:
         activation: str,
         act_out: Callable[[str], None],
         killed: threading.Event,
+        threads_key: str | None = None,
     ) -> None:
+        """``threads_key``: set when the ranks are threads of one process (any string the
+        ranks of a run share, e.g. the control segment's name); None for process ranks."""
         self.msg, self.a = msg, arrays
+        self._cond = _condition(threads_key) if threads_key is not None else None
         self._sizes, self._activation = sizes, activation
         self._act_out, self._killed = act_out, killed
         self._cell = arrays.control[1 + msg.rank]
@@ -218,6 +240,9 @@ class Rank:
     def _publish(self, phase: int) -> None:
         self._check()
         self._cell[PROGRESS] = tag(self.msg.run, phase)
+        if self._cond is not None:
+            with self._cond:
+                self._cond.notify_all()
 
     def _check(self) -> None:
         """Before any write: is this run still current, and this worker still alive? (A killed
@@ -233,6 +258,12 @@ class Rank:
         need = tag(self.msg.run, phase)
         peers = self._peers
         if peers.min() >= need:
+            return
+        if self._cond is not None:
+            with self._cond:
+                while peers.min() < need:
+                    self._check()
+                    self._cond.wait(THREAD_WAIT_SECONDS)
             return
         started = time.perf_counter()
         while peers.min() < need:

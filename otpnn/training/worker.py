@@ -84,7 +84,10 @@ class Worker(FaultTarget, Actor):
             self._attach_current("stats", seg.stats),
             self._attach_current("control", seg.control),
         )
-        rank = Rank(msg, arrays, self._sizes, self._activation, self.inject, self.actor_stopped)
+        threads_key = None if self.own_process else seg.control.name
+        rank = Rank(
+            msg, arrays, self._sizes, self._activation, self.inject, self.actor_stopped, threads_key
+        )
         return rank.run()
 
     def _order(self, epoch: int) -> np.ndarray:

@@ -208,3 +208,29 @@ def test_stopping_a_job_waits_one_second_not_five_for_a_busy_worker(config, trai
             job.stop()
     timeouts = [line for line in lines if line["event"] == "child_shutdown_timeout"]
     assert [(t["child_id"], t["shutdown"]) for t in timeouts] == [("worker-0", 1.0)]
+
+
+def test_fault_planned_while_a_run_goes_on_fires_at_its_step(config, training_dataset):
+    """A lockstep run covers many steps; a fault planned meanwhile must not wait for the next
+    run: the coordinator aborts the run, keeps its finished steps and replans."""
+    from otpnn.model import params_sha256
+    from tests.otpnn.training.conftest import reference_sha
+
+    job = TrainingJob(
+        config(workers=2, backend="process"),
+        training_dataset,
+        JobOptions(faults=(parse_fault("slow=0.5:worker=0@step=2"),)),
+    )
+    job.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not any(e.kind == "fault_injected" for e in job.state.events()):
+            assert time.monotonic() < deadline, "the slow fault never fired"
+            time.sleep(0.01)
+        job.inject(parse_fault("crash:worker=1@step=4"))
+        result = job.wait(timeout=60)
+    finally:
+        job.stop()
+    assert params_sha256(result["params"]) == reference_sha()
+    lost = [(e.actor, e.step) for e in job.state.events() if e.kind.startswith("worker_")]
+    assert lost == [("worker-1", 4)]  # not 13, the first step of the next run (epoch 2)
