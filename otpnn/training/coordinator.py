@@ -117,16 +117,16 @@ class Coordinator(FaultTarget, Actor):
         dtype = np.dtype(cfg.dtype)
         n_params = num_params(self._sizes)
         max_shards = len(shard_bounds(cfg.batch_size, cfg.effective_shard_size))
+        self._control = self._own(  # first: _release needs it once anything is owned
+            SharedArray.create(lockstep.control_shape(cfg.workers or 1), np.int64)
+        )
+        self._control.array[...] = 0
         self._params = self._own(SharedArray.create((2, n_params), dtype))
         self._velocity = self._own(SharedArray.create((2, n_params), dtype))
         self._grads = self._own(SharedArray.create((max_shards, n_params), dtype))
         self._stats = self._own(
             SharedArray.create((self._steps_per_epoch, max_shards, 2), np.float64)
         )
-        self._control = self._own(
-            SharedArray.create(lockstep.control_shape(cfg.workers or 1), np.int64)
-        )
-        self._control.array[...] = 0
         self._acc = np.empty(n_params, dtype)
         self._scratch = np.empty(n_params, dtype)
         snap = state.latest_snapshot()
@@ -585,6 +585,8 @@ class Coordinator(FaultTarget, Actor):
         self.actor_ref.stop(block=False)
 
     def _release(self) -> None:
+        if self._segments:  # a run may be going on without us: its workers must leave it
+            self._control.array[0, lockstep.ABORT] = self._run_id
         for shared in self._segments:
             shared.close()
             shared.unlink()
