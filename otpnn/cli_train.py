@@ -34,6 +34,8 @@ from otpnn.training.job import (
 from otpnn.training.report import job_report, write_report
 from otpnn.training.state import Progress
 
+PROTOCOLS = ("auto", "lockstep", "stepwise")  # see otpnn.training.coordinator
+
 
 def _hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
     try:
@@ -67,6 +69,14 @@ def _hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[i
     "--ray-address",
     metavar="ADDR",
     help="With --backend ray: join this Ray cluster [default: start a local Ray for the job].",
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(PROTOCOLS),
+    default="auto",
+    show_default=True,
+    help="lockstep: workers run the steps over shared memory; stepwise: the coordinator sends "
+    "every step and does the update (Ray's); auto: lockstep where it works.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--synthetic-train", type=int, default=TrainConfig.synthetic_train, show_default=True)
@@ -170,6 +180,8 @@ def _parse(opts: dict[str, Any]) -> tuple[TrainConfig, JobOptions]:
         if f.target == "worker" and f.worker is not None and f.worker >= workers:
             raise click.UsageError(f"fault {f}: there are only workers 0..{workers - 1}")
     _check_ray(config.backend, opts["ray_address"])
+    if config.backend == "ray" and opts["protocol"] == "lockstep":
+        raise click.UsageError("--protocol lockstep needs shared memory: not with --backend ray")
     if opts["resume"] and not opts["checkpoint_dir"]:
         raise click.UsageError("--resume needs --checkpoint-dir")
     chaos = Chaos(opts["chaos"], opts["chaos_seed"]) if opts["chaos"] else None
@@ -182,6 +194,7 @@ def _parse(opts: dict[str, Any]) -> tuple[TrainConfig, JobOptions]:
         max_restarts=opts["max_restarts"],
         max_seconds=opts["max_seconds"],
         ray_address=opts["ray_address"],
+        lockstep={"auto": None, "lockstep": True, "stepwise": False}[opts["protocol"]],
     )
     return TrainConfig(**{**fields, "workers": workers}), options
 

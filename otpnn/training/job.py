@@ -102,6 +102,7 @@ class TrainingJob:
         self.dataset = dataset
         self.options = options or JobOptions()
         self.workers = config.workers or 1
+        self.protocol = self._protocol()
         self.state = JobState(list(self.options.faults), self.options.chaos, on_progress)
         self.registry = Registry()
         self.root: ActorHandle | None = None
@@ -235,18 +236,22 @@ class TrainingJob:
             pool=partial(self._whereis, "pool"),
             step_timeout=self.options.step_timeout,
             on_snapshot=self._persist,
-            lockstep=self._lockstep(),
+            lockstep=self.protocol == "lockstep",
         )
         return self._started("coordinator", spawn(self._actor_classes()[2], ctx))
 
-    def _lockstep(self) -> bool:
+    def _protocol(self) -> str:
+        """``lockstep`` or ``stepwise`` (see the coordinator), from ``JobOptions.lockstep``."""
+        wanted = self.options.lockstep
         if self.config.backend == "ray":
-            if self.options.lockstep:
-                raise ValueError("Ray workers share no memory: the lockstep protocol needs it")
-            return False
-        if self.options.lockstep is None:
-            return lockstep.SUPPORTED
-        return self.options.lockstep
+            if wanted:
+                raise ValueError(
+                    "the lockstep protocol needs shared memory, which Ray workers do not have"
+                )
+            return "stepwise"
+        if wanted is None:
+            wanted = lockstep.SUPPORTED
+        return "lockstep" if wanted else "stepwise"
 
     def _loader(self) -> ActorHandle:
         return self._whereis("loader")

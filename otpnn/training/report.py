@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 SCHEMA = "otpnn-report/1"
 
 
-def environment(workers: int, backend: str) -> dict[str, Any]:
+def environment(workers: int, backend: str, protocol: str | None = None) -> dict[str, Any]:
     blas = [
         {k: lib.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
         for lib in threadpool_info()
@@ -41,6 +41,7 @@ def environment(workers: int, backend: str) -> dict[str, Any]:
         "platform": platform.platform(),
         "workers": workers,
         "backend": backend,
+        **({"protocol": protocol} if protocol else {}),
     }
 
 
@@ -53,6 +54,7 @@ def build_report(
     restarts: int,
     final: dict[str, Any],
     dataset: str,
+    protocol: str | None = None,
 ) -> dict[str, Any]:
     cfg = config.to_dict()
     cfg.update(workers=workers, shard_size=config.effective_shard_size, dataset_name=dataset)
@@ -60,7 +62,7 @@ def build_report(
         "schema": SCHEMA,
         "system": "otpnn",
         "config": cfg,
-        "environment": environment(workers, config.backend),
+        "environment": environment(workers, config.backend, protocol),
         "epochs": epochs,
         "restarts": restarts,
         "events": events,
@@ -80,6 +82,7 @@ def job_report(job: TrainingJob, final: dict[str, Any] | None) -> dict[str, Any]
         restarts=job.state.restarts,
         final=final or {"failed": True, "steps": job.progress.step},
         dataset=job.dataset.name,
+        protocol=job.protocol,
     )
 
 

@@ -43,7 +43,18 @@ def test_train_writes_the_report_with_the_reference_checksum(tmp_path, fault_fre
     assert data["config"]["workers"] == 2
     assert data["config"]["backend"] == "process"
     assert data["environment"]["cores"] == os.cpu_count()
+    assert data["environment"]["protocol"] == "lockstep"
     assert fault_free_sha in run.stdout
+
+
+def test_stepwise_protocol_from_the_cli_ends_with_the_same_checksum(tmp_path, fault_free_sha):
+    report = tmp_path / "r.json"
+    run = otpnn("train", *SMALL, "--epochs", "2", "--workers", "2", "--protocol", "stepwise",
+                "--report", str(report))  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    data = json.loads(report.read_text())
+    assert data["environment"]["protocol"] == "stepwise"
+    assert data["final"]["params_sha256"] == fault_free_sha
 
 
 @pytest.mark.parametrize(
@@ -56,6 +67,7 @@ def test_train_writes_the_report_with_the_reference_checksum(tmp_path, fault_fre
         (["--fault", "crash:gpu@step=1"], "unknown TARGET 'gpu'"),
         (["--workers", "2", "--fault", "crash:worker=5@step=1"], "only workers 0..1"),
         (["--resume"], "--resume needs --checkpoint-dir"),
+        (["--backend", "ray", "--protocol", "lockstep"], "needs shared memory"),
     ],
 )
 def test_bad_usage_is_one_clear_message_and_exit_2(args, message) -> None:
