@@ -77,7 +77,10 @@ class Arrays:
                 killed or threading.Event(),
             ).run()  # fmt: skip
 
-        threads = [threading.Thread(target=one, args=(r,)) for r in (only or range(ranks))]
+        threads = [
+            threading.Thread(target=one, args=(r,), name=f"rank-{r}")
+            for r in (only or range(ranks))
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -177,3 +180,37 @@ def test_tags_order_runs_before_phases() -> None:
     assert lockstep.tag(2, 0) > lockstep.tag(1, 2**31)
     assert lockstep.split(10, 3, 0) == (0, 3)
     assert [lockstep.split(10, 3, i) for i in range(3)] == [(0, 3), (3, 6), (6, 10)]
+
+
+def test_a_rank_dying_half_way_through_its_update_loses_nothing_but_that_step(monkeypatch):
+    """What double buffering is for: a worker killed while it writes its slice of step t's
+    parameters leaves step t-1's state intact, and a new run redoes step t from it."""
+    arrays = Arrays()
+    real_update = lockstep.sgd_update
+
+    def dies_half_way(hyper, params, velocity, *args, params_out, velocity_out, scratch):
+        real_update(hyper, params, velocity, *args, params_out=params_out,
+                    velocity_out=velocity_out, scratch=scratch)  # fmt: skip
+        if threading.current_thread().name == "rank-1" and dying.is_set():
+            params_out[: len(params_out) // 2] = np.nan  # a torn write, then death
+            velocity_out[:] = np.nan
+            arrays.control[0, lockstep.ABORT] = 1  # the coordinator sees the death, aborts
+            raise lockstep.RunAborted
+
+    dying = threading.Event()
+
+    def arm(_rank: int, _action: str) -> None:
+        dying.set()
+
+    monkeypatch.setattr(lockstep, "sgd_update", dies_half_way)
+    assert arrays.run(1, 2, 1, STEPS, arm, faults={1: ((5, "die in the update"),)}) == [None, None]
+    done = lockstep.completed_steps(arrays.control, 1, 2, 0)
+    assert done == 4
+    assert np.isnan(arrays.params[5 % 2]).any()  # step 5's row is torn ...
+    params, velocity = reference_after(4)
+    assert arrays.params[done % 2].tobytes() == params  # ... step 4's is whole
+    assert arrays.velocity[done % 2].tobytes() == velocity
+
+    monkeypatch.setattr(lockstep, "sgd_update", real_update)
+    assert arrays.run(2, 1, done + 1, STEPS) == [STEPS]
+    assert arrays.params[STEPS % 2].tobytes() == reference_after(STEPS)[0]
