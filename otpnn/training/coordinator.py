@@ -178,8 +178,9 @@ class Coordinator(FaultTarget, Actor):
 
     # -- steps --------------------------------------------------------------------------------
     def _advance(self) -> None:
-        """Run the steps from the next one up to the next stop point: the epoch's end, a
-        checkpoint, or a planned fault of the coordinator, the pool or the loader."""
+        """Run the steps from the next one up to the next stop point (the epoch's end, a
+        checkpoint, a planned fault of the coordinator, the pool or the loader), or fewer: a
+        failure or a newly planned fault ends a run early, and the next message goes on."""
         cfg, state = self._ctx.config, self._ctx.state
         t = self._step + 1
         epoch, k = divmod(self._step, self._steps_per_epoch)
@@ -191,12 +192,15 @@ class Coordinator(FaultTarget, Actor):
         if k == 0:
             self._loss_sum, self._correct, self._samples, self._seconds = 0.0, 0, 0, 0.0
         last = self._stop_point(t, epoch)
+        plan = state.plan_version
         try:
             if self._ctx.lockstep:
                 self._run_lockstep(t, last, epoch)
             else:
                 for step in range(t, last + 1):
                     self._run_stepwise(step, epoch)
+                    if state.plan_version != plan:  # a fault was planned: stop point anew
+                        break
         finally:
             self._seconds += time.perf_counter() - started
         done = self._step
@@ -247,40 +251,38 @@ class Coordinator(FaultTarget, Actor):
             self._failed_at = (step, time.monotonic())
 
     # -- lockstep -----------------------------------------------------------------------------
-    def _run_lockstep(self, first: int, last: int, epoch: int) -> None:
-        """Steps first..last as lockstep runs; a failed run is followed by one from where every
-        worker got to, with the workers alive then (restarted ones included)."""
+    def _run_lockstep(self, start: int, last: int, epoch: int) -> None:
+        """One lockstep run of steps start..last; an aborted one keeps the steps every worker
+        finished (the next run starts from there with the workers alive then)."""
         control = self._control.array
-        while self._step < last:
-            start = self._step + 1
-            workers = list(self._await_workers())
-            self._run_id += 1
-            run = self._run_id
-            control[0, lockstep.RUN] = run
-            plans = self._plan_run(start, last, epoch, workers)
-            in_flight = []
-            for rank, (index, worker) in enumerate(workers):
-                msg = RunSteps(
-                    run, rank, len(workers), start, last, epoch, self._descriptors(),
-                    self._batches, self._hyper, tuple((p.step, p.action) for p in plans[rank]),
-                )  # fmt: skip
-                try:
-                    in_flight.append((index, worker, worker.ask(msg, block=False)))
-                except pykka.ActorDeadError:
-                    in_flight.append((index, worker, None))
-            failures, interrupted = self._watch(run, start, epoch, in_flight, plans)
-            done = lockstep.completed_steps(control, run, len(workers), start - 1)
-            self._fired(run, workers, plans)
-            for index, worker, kind, reason in failures:
-                self._failure(done + 1, index, worker, kind, reason)
-            stats = self._stats.array
-            for step in range(start, done + 1):
-                k, n = (step - 1) % self._steps_per_epoch, len(self._batches.shards(step)[1])
-                self._commit(step, stats[k, :n, 0], stats[k, :n, 1])
-            if failures:
-                self._lost_step(done + 1)
-            if interrupted:
-                raise _Interrupted
+        workers = list(self._await_workers())
+        self._run_id += 1
+        run = self._run_id
+        control[0, lockstep.RUN] = run
+        plans = self._plan_run(start, last, epoch, workers)
+        in_flight = []
+        for rank, (index, worker) in enumerate(workers):
+            msg = RunSteps(
+                run, rank, len(workers), start, last, epoch, self._descriptors(),
+                self._batches, self._hyper, tuple((p.step, p.action) for p in plans[rank]),
+            )  # fmt: skip
+            try:
+                in_flight.append((index, worker, worker.ask(msg, block=False)))
+            except pykka.ActorDeadError:
+                in_flight.append((index, worker, None))
+        failures, interrupted = self._watch(run, start, epoch, in_flight, plans)
+        done = lockstep.completed_steps(control, run, len(workers), start - 1)
+        self._fired(run, workers, plans)
+        for index, worker, kind, reason in failures:
+            self._failure(done + 1, index, worker, kind, reason)
+        stats = self._stats.array
+        for step in range(start, done + 1):
+            k, n = (step - 1) % self._steps_per_epoch, len(self._batches.shards(step)[1])
+            self._commit(step, stats[k, :n, 0], stats[k, :n, 1])
+        if failures:
+            self._lost_step(done + 1)
+        if interrupted:
+            raise _Interrupted
 
     def _watch(
         self,

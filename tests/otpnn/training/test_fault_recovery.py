@@ -228,9 +228,14 @@ def test_fault_planned_while_a_run_goes_on_fires_at_its_step(config, training_da
             assert time.monotonic() < deadline, "the slow fault never fired"
             time.sleep(0.01)
         job.inject(parse_fault("crash:worker=1@step=4"))
+        job.inject(parse_fault("crash:coordinator@step=8"))
         result = job.wait(timeout=60)
     finally:
         job.stop()
     assert params_sha256(result["params"]) == reference_sha()
-    lost = [(e.actor, e.step) for e in job.state.events() if e.kind.startswith("worker_")]
+    events = job.state.events()
+    lost = [(e.actor, e.step) for e in events if e.kind.startswith("worker_")]
     assert lost == [("worker-1", 4)]  # not 13, the first step of the next run (epoch 2)
+    injected = [(e.actor, e.step) for e in events if e.kind == "fault_injected"]
+    assert injected == [("worker-0", 2), ("worker-1", 4), ("coordinator", 8)]
+    assert job.state.restarts_by_actor() == {"worker-1": 1, "coordinator": 1}
