@@ -236,11 +236,15 @@ class Coordinator(FaultTarget, Actor):
         self._samples += sum(b - a for a, b in self._batches.shards(step)[1])
         self._shard_counter += len(losses)
         self._step = step
-        if self._failed_at is not None and step >= self._failed_at[0]:
-            seconds = time.monotonic() - self._failed_at[1]
+        self._note_recovery(step)
+
+    def _note_recovery(self, done: int) -> None:
+        """Steps up to ``done`` are finished: if that redid the work a failure lost, say so."""
+        if self._failed_at is not None and done >= self._failed_at[0]:
+            step, failed = self._failed_at
             self._ctx.state.record(
                 Event("recovered", "coordinator", step, "lost shards redone",
-                      recovery_seconds=seconds)
+                      recovery_seconds=time.monotonic() - failed)
             )  # fmt: skip
             self._failed_at = None
 
@@ -326,14 +330,15 @@ class Coordinator(FaultTarget, Actor):
                 del pending[rank]
             if not pending:
                 break
-            self._fired(run, [(i, w) for i, w, _ in in_flight], plans)
             now = time.monotonic()
-            if progress.sum() != seen:
+            if progress.sum() != seen:  # steps done, then faults reached: the order they came in
                 seen, moved_at = progress.sum(), now
                 live = lockstep.completed_steps(control, run, ranks, start - 1)
                 if live > shown:
                     shown = live
                     state.advance(live, epoch, self._total_steps, None)
+                    self._note_recovery(live)
+            self._fired(run, [(i, w) for i, w, _ in in_flight], plans)
             if abort_deadline is not None:
                 if now > abort_deadline:
                     if not interrupted:

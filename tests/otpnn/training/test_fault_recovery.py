@@ -273,3 +273,14 @@ def test_workers_killed_at_arbitrary_moments_change_nothing(config, reference_sh
     # A kill between two runs (an epoch's end) loses no work; one inside a run does.
     lost = [e for e in job.state.events() if e.kind.startswith("worker_")]
     assert 1 <= len(lost) <= kills
+
+
+def test_recovery_is_reported_when_the_lost_step_is_redone_not_when_the_run_ends(
+    config, run_job, fault_free_sha
+) -> None:
+    faults = (parse_fault("crash:worker=1@step=3"), parse_fault("slow=0.3:worker=0@step=8"))
+    sha, job = run_job(config(workers=2, backend="process"), faults=faults)
+    assert sha == fault_free_sha
+    timeline = [(e.kind, e.step) for e in job.state.events() if e.kind != "started"]
+    # The redo of step 3 is reported before the run it belongs to reaches step 8.
+    assert timeline.index(("recovered", 3)) < timeline.index(("fault_injected", 8))
