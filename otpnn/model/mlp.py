@@ -128,8 +128,11 @@ def reduce_in_order(shard_grads: Sequence[np.ndarray], out: np.ndarray) -> np.nd
     Floating-point addition is not associative: one fixed order, used by the reference and by every
     trainer, is what makes the result independent of which worker computed which shard.
     """
-    np.copyto(out, shard_grads[0])
-    for g in shard_grads[1:]:
+    if len(shard_grads) == 1:
+        np.copyto(out, shard_grads[0])
+    else:
+        np.add(shard_grads[0], shard_grads[1], out=out)  # (g0 + g1), with no copy of g0 first
+    for g in shard_grads[2:]:
         np.add(out, g, out=out)
     return out
 

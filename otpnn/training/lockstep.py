@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from otpnn.model import Hyper, sgd_update, shard_gradient
+from otpnn.model import Hyper, reduce_in_order, sgd_update, shard_gradient
 from otpnn.schedule import shard_bounds
 from supervision.shm import ArrayDescriptor
 
@@ -221,9 +221,7 @@ class Rank:
         a, lo, hi = self.a, self._lo, self._hi
         _, bounds = self.msg.batches.shards(t)
         batch_len = bounds[-1][1]
-        np.copyto(self._acc, a.grads[0, lo:hi])  # reduce_in_order, on this rank's slice
-        for s in range(1, len(bounds)):
-            np.add(self._acc, a.grads[s, lo:hi], out=self._acc)
+        reduce_in_order([a.grads[s, lo:hi] for s in range(len(bounds))], self._acc)
         src, dst = (t - 1) % 2, t % 2
         self._check()
         sgd_update(
