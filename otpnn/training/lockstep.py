@@ -56,11 +56,9 @@ RUN, ABORT = 0, 1  # cells of control row 0: the current run id; the id of an ab
 PROGRESS, FAULT = 0, 1  # cells of control row 1 + rank: its progress; the last fault acted out
 _CELLS = 8  # int64 cells per control row: one 64-byte cache line per rank
 
-SPIN_SECONDS = 50e-6  # spin this long before yielding the core, ...
-YIELD_SECONDS = 2e-3  # ... yield it this long before sleeping between looks
+SPIN_SECONDS = 50e-6  # a waiting process rank spins this long before yielding the core, ...
+YIELD_SECONDS = 2e-3  # ... yields it this long, then sleeps this long between looks:
 SLEEP_SECONDS = 200e-6
-
-
 THREAD_WAIT_SECONDS = 5e-3  # a waiting thread rank looks for an abort at least this often
 
 # Thread ranks of one job (same control segment) wake each other through one condition.
