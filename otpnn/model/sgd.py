@@ -25,22 +25,24 @@ class Hyper:
 def sgd_update(
     hyper: Hyper,
     params: np.ndarray,
-    velocity: np.ndarray,
+    velocity: np.ndarray | None,
     grad_sum: np.ndarray,
     batch_len: int,
     *,
     params_out: np.ndarray,
-    velocity_out: np.ndarray,
+    velocity_out: np.ndarray | None,
     scratch: np.ndarray,
 ) -> None:
     """One update from (params, velocity) into (params_out, velocity_out); the outputs may be
-    the inputs (in place) or other buffers (the trainer's double buffering). ``velocity`` is
-    ignored without momentum. ``scratch`` is a buffer of the same shape, overwritten."""
+    the inputs (in place) or other buffers (the trainer's double buffering). The velocities are
+    used only with momentum (None will do without). ``scratch``: same shape, overwritten."""
     g = scratch
     np.divide(grad_sum, batch_len, out=g)
     if hyper.weight_decay:
         g += hyper.weight_decay * params
     if hyper.momentum:
+        if velocity is None or velocity_out is None:
+            raise ValueError("SGD with momentum needs velocity buffers")
         np.multiply(velocity, hyper.momentum, out=velocity_out)
         velocity_out += g
         np.multiply(velocity_out, hyper.lr, out=g)
@@ -63,17 +65,11 @@ class SGD:
             self._g = np.empty_like(params)
         if self.hyper.momentum and self.velocity is None:
             self.velocity = np.zeros_like(params)
-        v = self.velocity if self.velocity is not None else self._g
+        v = self.velocity
         sgd_update(
-            self.hyper,
-            params,
-            v,
-            grad_sum,
-            batch_len,
-            params_out=params,
-            velocity_out=v,
+            self.hyper, params, v, grad_sum, batch_len, params_out=params, velocity_out=v,
             scratch=self._g,
-        )
+        )  # fmt: skip
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Tensors to checkpoint (the momentum buffer once it exists)."""

@@ -120,7 +120,6 @@ class Coordinator(FaultTarget, Actor):
         self._control = self._own(  # first: _release needs it once anything is owned
             SharedArray.create(lockstep.control_shape(cfg.workers or 1), np.int64)
         )
-        self._control.array[...] = 0
         self._params = self._own(SharedArray.create((2, n_params), dtype))
         self._velocity = self._own(SharedArray.create((2, n_params), dtype))
         self._grads = self._own(SharedArray.create((max_shards, n_params), dtype))
@@ -274,7 +273,7 @@ class Coordinator(FaultTarget, Actor):
                 in_flight.append((index, worker, worker.ask(msg, block=False)))
             except pykka.ActorDeadError:
                 in_flight.append((index, worker, None))
-        failures, interrupted = self._watch(run, start, epoch, in_flight, plans)
+        failures, interrupted = self._watch(run, start, epoch, workers, in_flight, plans)
         done = lockstep.completed_steps(control, run, len(workers), start - 1)
         self._fired(run, workers, plans)
         for index, worker, kind, reason in failures:
@@ -293,6 +292,7 @@ class Coordinator(FaultTarget, Actor):
         run: int,
         start: int,
         epoch: int,
+        workers: Sequence[tuple[int, ActorHandle]],
         in_flight: list[tuple[int, ActorHandle, Any]],
         plans: list[list[_Planned]],
     ) -> tuple[list[tuple[int, ActorHandle, str, str]], bool]:
@@ -331,14 +331,14 @@ class Coordinator(FaultTarget, Actor):
             if not pending:
                 break
             now = time.monotonic()
-            if progress.sum() != seen:  # steps done, then faults reached: the order they came in
-                seen, moved_at = progress.sum(), now
+            if (moved := progress.sum()) != seen:  # steps done, then faults reached: in order
+                seen, moved_at = moved, now
                 live = lockstep.completed_steps(control, run, ranks, start - 1)
                 if live > shown:
                     shown = live
                     state.advance(live, epoch, self._total_steps, None)
                     self._note_recovery(live)
-            self._fired(run, [(i, w) for i, w, _ in in_flight], plans)
+            self._fired(run, workers, plans)
             if abort_deadline is not None:
                 if now > abort_deadline:
                     if not interrupted:

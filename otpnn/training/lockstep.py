@@ -190,10 +190,11 @@ class Rank:
                 if t in faults:
                     self._cell[FAULT] = tag(msg.run, t)
                     self._act_out(faults[t])
-                self._gradients(t)
+                offset, bounds = msg.batches.shards(t)
+                self._gradients(t, offset, bounds)
                 self._publish(2 * t - 1)
                 self._wait(2 * t - 1)
-                self._update(t)
+                self._update(t, bounds)
                 self._publish(2 * t)
                 if t < msg.last:
                     self._wait(2 * t)
@@ -201,9 +202,8 @@ class Rank:
             return None
         return msg.last
 
-    def _gradients(self, t: int) -> None:
+    def _gradients(self, t: int, offset: int, bounds: list[tuple[int, int]]) -> None:
         a = self.a
-        offset, bounds = self.msg.batches.shards(t)
         first, stop = split(len(bounds), self.msg.ranks, self.msg.rank)
         params = a.params[(t - 1) % 2]
         k = (t - 1) % self.msg.batches.steps_per_epoch
@@ -215,9 +215,8 @@ class Rank:
             )
             a.stats[k, s] = (loss, correct)
 
-    def _update(self, t: int) -> None:
+    def _update(self, t: int, bounds: list[tuple[int, int]]) -> None:
         a, lo, hi = self.a, self._lo, self._hi
-        _, bounds = self.msg.batches.shards(t)
         batch_len = bounds[-1][1]
         reduce_in_order([a.grads[s, lo:hi] for s in range(len(bounds))], self._acc)
         src, dst = (t - 1) % 2, t % 2
@@ -275,11 +274,10 @@ class Rank:
 
 def completed_steps(control: np.ndarray, run: int, ranks: int, before_first: int) -> int:
     """Steps every rank of ``run`` has finished (the last step whose state is complete)."""
-    done = before_first
     phases = control[1 : 1 + ranks, PROGRESS]
-    if ranks and all(p >> 32 == run for p in phases):
-        done = max(done, int(min(p & 0xFFFFFFFF for p in phases)) // 2)
-    return done
+    if ranks and all(p >> 32 == run for p in phases):  # the first phase of a run is 2*first-1
+        return int(min(p & 0xFFFFFFFF for p in phases)) // 2
+    return before_first
 
 
 def fault_reached(control: np.ndarray, run: int, rank: int) -> int:

@@ -190,6 +190,14 @@ def test_every_job_and_coordinator_log_line_names_the_job(config, training_datas
     assert {line.get("job") for line in seen} == {"alpha"}
 
 
+def _await_a_fault(job: TrainingJob) -> None:
+    """Until the job's first planned fault has fired (the job keeps running)."""
+    deadline = time.monotonic() + 30
+    while not any(e.kind == "fault_injected" for e in job.state.events()):
+        assert time.monotonic() < deadline, "the fault never fired"
+        time.sleep(0.01)
+
+
 def test_stopping_a_job_waits_one_second_not_five_for_a_busy_worker(config, training_dataset):
     """A worker stuck in a slow shard is killed after WORKER_SHUTDOWN (1 s), not OTP's 5 s."""
     job = TrainingJob(
@@ -199,10 +207,7 @@ def test_stopping_a_job_waits_one_second_not_five_for_a_busy_worker(config, trai
     )
     job.start()
     try:
-        deadline = time.monotonic() + 30
-        while not any(e.kind == "fault_injected" for e in job.state.events()):
-            assert time.monotonic() < deadline, "the slow fault never fired"
-            time.sleep(0.02)
+        _await_a_fault(job)
     finally:
         with structlog.testing.capture_logs() as lines:
             job.stop()
@@ -210,11 +215,12 @@ def test_stopping_a_job_waits_one_second_not_five_for_a_busy_worker(config, trai
     assert [(t["child_id"], t["shutdown"]) for t in timeouts] == [("worker-0", 1.0)]
 
 
-def test_fault_planned_while_a_run_goes_on_fires_at_its_step(config, training_dataset):
+def test_fault_planned_while_a_run_goes_on_fires_at_its_step(
+    config, training_dataset, fault_free_sha
+):
     """A lockstep run covers many steps; a fault planned meanwhile must not wait for the next
     run: the coordinator aborts the run, keeps its finished steps and replans."""
     from otpnn.model import params_sha256
-    from tests.otpnn.training.conftest import reference_sha
 
     job = TrainingJob(
         config(workers=2, backend="process"),
@@ -223,16 +229,13 @@ def test_fault_planned_while_a_run_goes_on_fires_at_its_step(config, training_da
     )
     job.start()
     try:
-        deadline = time.monotonic() + 30
-        while not any(e.kind == "fault_injected" for e in job.state.events()):
-            assert time.monotonic() < deadline, "the slow fault never fired"
-            time.sleep(0.01)
+        _await_a_fault(job)
         job.inject(parse_fault("crash:worker=1@step=4"))
         job.inject(parse_fault("crash:coordinator@step=8"))
         result = job.wait(timeout=60)
     finally:
         job.stop()
-    assert params_sha256(result["params"]) == reference_sha()
+    assert params_sha256(result["params"]) == fault_free_sha
     events = job.state.events()
     lost = [(e.actor, e.step) for e in events if e.kind.startswith("worker_")]
     assert lost == [("worker-1", 4)]  # not 13, the first step of the next run (epoch 2)
