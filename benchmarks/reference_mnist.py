@@ -1,6 +1,6 @@
 """Benchmark the serial reference on real MNIST: accuracy per epoch and epoch time, 1 BLAS thread.
 
-    python benchmarks/reference_mnist.py [--data-dir DIR] [--epochs 5] [--shard-size 16] [--json F]
+    python benchmarks/reference_mnist.py [--data-dir DIR] [--epochs 5] [--shard-size 32] [--json F]
 
 Epoch seconds cover the training loop only (not the test evaluation). BLAS is pinned to one
 thread (threadpoolctl), as inside each worker of the actor trainer, so this is the per-core
@@ -28,7 +28,9 @@ from otpnn.reference import train_reference
 @click.option("--data-dir", default=None, help="MNIST directory (default: the usual search).")
 @click.option("--epochs", default=5, show_default=True)
 @click.option("--batch-size", default=TrainConfig.batch_size, show_default=True)
-@click.option("--shard-size", default=None, type=int, help="Default: ceil(batch_size / 4).")
+@click.option(
+    "--shard-size", default=None, type=int, help="Default: ceil(batch_size / 4), at least 32 rows."
+)
 @click.option("--lr", default=TrainConfig.lr, show_default=True)
 @click.option("--momentum", default=TrainConfig.momentum, show_default=True)
 @click.option("--seed", default=0, show_default=True)

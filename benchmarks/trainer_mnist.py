@@ -35,7 +35,7 @@ from otpnn.config import TrainConfig
 from otpnn.data import load_dataset
 from otpnn.logs import configure_logging
 from otpnn.model import SGD, init_params, params_sha256, shard_gradient
-from otpnn.schedule import batch_indices, epoch_permutation, steps_per_epoch
+from otpnn.schedule import batch_indices, epoch_permutation, shard_bounds, steps_per_epoch
 from otpnn.training.job import FORKSERVER_PRELOAD, JobOptions, TrainingJob
 from supervision.process import ensure_forkserver
 
@@ -121,7 +121,7 @@ def main() -> int:
         "--shards-per-batch",
         type=int,
         default=0,
-        help="Micro-shards per batch (shard size = batch / K); 0 = the config default (4).",
+        help="Micro-shards per batch (shard size = batch / K); 0 = the config's default.",
     )
     args = ap.parse_args()
     configure_logging(quiet=True)
@@ -131,10 +131,7 @@ def main() -> int:
     dataset = load_dataset(base, download=False)
     images, labels = dataset.train_images, dataset.train_labels
     print(f"MNIST {len(labels)} samples, {os.cpu_count()} cores, 1 BLAS thread per worker")
-    print(
-        f"{'batch':>5} {'runner':<18} {'epoch s':>8} {'vs plain':>9}  checksum   (shards/batch:"
-        f" {args.shards_per_batch or 4})"
-    )
+    print(f"{'batch':>5} {'runner':<18} {'epoch s':>8} {'vs plain':>9}  checksum")
     for batch in (int(b) for b in args.batch_sizes.split(",")):
         shard = -(-batch // args.shards_per_batch) if args.shards_per_batch else None
         cfg = TrainConfig(
@@ -166,6 +163,8 @@ def main() -> int:
             note = "(bound)" if label.startswith("2 x half") else rows[0][1][:12]
             sums.update(c for _, c in rows if c)
             print(f"{batch:>5} {label:<18} {seconds:>8.3f}{plain / seconds:>8.2f}x  {note}")
+        shards = len(shard_bounds(batch, cfg.effective_shard_size))
+        print(f"{batch:>5} shard size {cfg.effective_shard_size} ({shards} a batch)")
         print(f"{batch:>5} checksums identical across runners: {len(sums) == 1}")
     return 0
 

@@ -56,7 +56,9 @@ def _hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[i
 )
 @click.option("--epochs", type=int, default=TrainConfig.epochs, show_default=True)
 @click.option("--batch-size", type=int, default=TrainConfig.batch_size, show_default=True)
-@click.option("--shard-size", type=int, help="Micro-shard size [default: batch-size / 4].")
+@click.option(
+    "--shard-size", type=int, help="Micro-shard size [default: batch-size / 4, at least 32 rows]."
+)
 @click.option("--lr", type=float, default=TrainConfig.lr, show_default=True)
 @click.option("--momentum", type=float, default=TrainConfig.momentum, show_default=True)
 @click.option("--weight-decay", type=float, default=TrainConfig.weight_decay, show_default=True)

@@ -7,10 +7,17 @@ from otpnn.config import ConfigError, TrainConfig
 
 def test_defaults_and_derived_values():
     cfg = TrainConfig()
-    assert cfg.effective_shard_size == 16
     assert cfg.layer_sizes == (784, 128, 64, 10)
-    assert TrainConfig(batch_size=10).effective_shard_size == 3
     assert TrainConfig(batch_size=64, shard_size=64).effective_shard_size == 64
+    assert TrainConfig(batch_size=64, shard_size=5).effective_shard_size == 5
+
+
+@pytest.mark.parametrize(
+    ("batch", "shard"),
+    [(1, 1), (10, 10), (32, 32), (64, 32), (100, 32), (128, 32), (129, 33), (256, 64), (1000, 250)],
+)
+def test_default_shard_is_a_quarter_batch_of_at_least_32_rows(batch, shard):
+    assert TrainConfig(batch_size=batch).effective_shard_size == shard
 
 
 def test_dict_round_trip_is_json_friendly():

@@ -8,8 +8,8 @@ from otpnn.reference import StepBuffers, reference_step, train_reference
 from otpnn.schedule import batch_indices, epoch_permutation
 
 CFG = TrainConfig(
-    dataset="synthetic", epochs=2, batch_size=32, hidden=(32, 16), synthetic_train=640,
-    synthetic_test=200, lr=0.1,
+    dataset="synthetic", epochs=2, batch_size=32, shard_size=8, hidden=(32, 16),
+    synthetic_train=640, synthetic_test=200, lr=0.1,
 )  # fmt: skip
 
 

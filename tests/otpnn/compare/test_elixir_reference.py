@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[3]
 ELIXIR = REPO / "examples" / "elixir_reference"
 PROBLEM = [
     "--dataset", "synthetic", "--synthetic-train", "256", "--synthetic-test", "64",
-    "--hidden", "16", "--batch-size", "32", "--epochs", "2", "--seed", "3",
+    "--hidden", "16", "--batch-size", "32", "--shard-size", "8", "--epochs", "2", "--seed", "3",
 ]  # fmt: skip
 
 pytestmark = pytest.mark.skipif(

@@ -91,6 +91,7 @@ def test_cli_trains_on_ray_with_the_reference_checksum(in_process_cli) -> None:
     args = ["train", "--dataset", "synthetic", "--backend", "ray", "--workers", "2", "--quiet"]
     args += ["--synthetic-train", str(cfg.synthetic_train), "--synthetic-test"]
     args += [str(cfg.synthetic_test), "--epochs", str(cfg.epochs), "--seed", str(cfg.seed)]
+    args += ["--shard-size", str(cfg.effective_shard_size)]
     result = in_process_cli.invoke(main, args)
     assert result.exit_code == 0, result.output
     assert f"params sha256 {helpers.reference_sha()}" in result.output

@@ -23,13 +23,14 @@ from otpnn.service import create_app
 from otpnn.service.jobs import JobManager
 from otpnn.service.server import ServiceServer
 
-# 768 samples, batch 64: 12 steps an epoch, 24 in all.
+# 768 samples, batch 64: 12 steps an epoch, 24 in all; 4 micro-shards a step.
 JOB = {
     "dataset": "synthetic",
     "synthetic_train": 768,
     "synthetic_test": 256,
     "epochs": 2,
     "batch_size": 64,
+    "shard_size": 16,
     "seed": 7,
     "workers": 2,
     "backend": "process",

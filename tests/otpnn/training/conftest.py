@@ -19,6 +19,7 @@ BASE = {
     "synthetic_test": 256,
     "epochs": 2,
     "batch_size": 64,
+    "shard_size": 16,
     "seed": 7,
 }
 

@@ -14,7 +14,7 @@ import pytest
 
 SMALL = [
     "--dataset", "synthetic", "--synthetic-train", "768", "--synthetic-test", "256",
-    "--batch-size", "64", "--seed", "7", "--quiet",
+    "--batch-size", "64", "--shard-size", "16", "--seed", "7", "--quiet",
 ]  # fmt: skip
 
 
