@@ -1,6 +1,6 @@
 """The MLP: flat parameters, per-shard gradients, in-order reduction, SGD, evaluation."""
 
-from otpnn.model.mlp import Workspace, evaluate, reduce_in_order, shard_gradient
+from otpnn.model.mlp import Workspace, evaluate, layers_gradient, reduce_in_order, shard_gradient
 from otpnn.model.params import init_params, layer_views, num_params, params_sha256
 from otpnn.model.sgd import SGD, Hyper, sgd_update
 
@@ -11,6 +11,7 @@ __all__ = [
     "evaluate",
     "init_params",
     "layer_views",
+    "layers_gradient",
     "num_params",
     "params_sha256",
     "reduce_in_order",

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 Sizes = Sequence[int]
+Layers = list[tuple[np.ndarray, np.ndarray]]  # (W, b) per layer: views into a flat vector
 
 
 @functools.cache
@@ -31,7 +32,7 @@ def num_params(sizes: Sizes) -> int:
     return _layout(tuple(sizes))[0]
 
 
-def layer_views(flat: np.ndarray, sizes: Sizes) -> list[tuple[np.ndarray, np.ndarray]]:
+def layer_views(flat: np.ndarray, sizes: Sizes) -> Layers:
     """(W, b) views into `flat` (writes through); W is (in, out) so a layer is x @ W + b."""
     total, layers = _layout(tuple(sizes))
     if flat.ndim != 1 or flat.size != total:

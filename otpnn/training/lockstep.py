@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from otpnn.model import Hyper, reduce_in_order, sgd_update, shard_gradient
+from otpnn.model import Hyper, layer_views, layers_gradient, reduce_in_order, sgd_update
 from otpnn.schedule import shard_bounds
 from supervision.shm import ArrayDescriptor
 
@@ -173,12 +173,14 @@ class Rank:
         ranks of a run share, e.g. the control segment's name); None for process ranks."""
         self.msg, self.a = msg, arrays
         self._cond = _condition(threads_key) if threads_key is not None else None
-        self._sizes, self._activation = sizes, activation
+        self._activation = activation
         self._act_out, self._killed = act_out, killed
         self._cell = arrays.control[1 + msg.rank]
         self._peers = arrays.control[1 : 1 + msg.ranks, PROGRESS]
         n = arrays.params.shape[1]
         self._lo, self._hi = split(n, msg.ranks, msg.rank)
+        self._param_layers = [layer_views(row, sizes) for row in arrays.params]
+        self._grad_layers = [layer_views(row, sizes) for row in arrays.grads]
         self._acc = np.empty(self._hi - self._lo, arrays.params.dtype)
         self._scratch = np.empty_like(self._acc)
 
@@ -205,13 +207,13 @@ class Rank:
     def _gradients(self, t: int, offset: int, bounds: list[tuple[int, int]]) -> None:
         a = self.a
         first, stop = split(len(bounds), self.msg.ranks, self.msg.rank)
-        params = a.params[(t - 1) % 2]
+        params = self._param_layers[(t - 1) % 2]
         k = (t - 1) % self.msg.batches.steps_per_epoch
         for s in range(first, stop):
             self._check()
             rows = a.order[offset + bounds[s][0] : offset + bounds[s][1]]
-            loss, correct = shard_gradient(
-                params, self._sizes, self._activation, a.images[rows], a.labels[rows], a.grads[s]
+            loss, correct = layers_gradient(
+                params, self._grad_layers[s], self._activation, a.images[rows], a.labels[rows]
             )
             a.stats[k, s] = (loss, correct)
 

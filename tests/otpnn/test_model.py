@@ -14,6 +14,7 @@ from otpnn.model import (
     evaluate,
     init_params,
     layer_views,
+    layers_gradient,
     num_params,
     params_sha256,
     reduce_in_order,
@@ -133,6 +134,21 @@ def _misaligned_copy(a: np.ndarray, byte_offset: int) -> np.ndarray:
     out = raw[byte_offset : byte_offset + a.nbytes].view(a.dtype).reshape(a.shape)
     out[...] = a
     return out
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+def test_layers_gradient_on_views_made_once_gives_shard_gradients_bits(activation):
+    """Workers make the layer views once per run; every shard must still give the bits (and the
+    loss and correct count) that the reference's shard_gradient gives, whatever came before."""
+    params = init_params(SIZES, 3, activation=activation)
+    views, out = layer_views(params, SIZES), np.full_like(params, np.nan)
+    grads = layer_views(out, SIZES)
+    for rows, seed in ((5, 1), (16, 2), (5, 3)):
+        x, y = _batch(rows, seed)
+        expected = np.empty_like(params)
+        result = shard_gradient(params, SIZES, activation, x, y, expected)
+        assert layers_gradient(views, grads, activation, x, y) == result
+        assert params_sha256(out) == params_sha256(expected)
 
 
 def test_shard_gradient_is_bit_identical_across_buffers_and_threads():
