@@ -30,7 +30,7 @@ from otpnn.data import Dataset
 from otpnn.faults import Chaos, Fault
 from otpnn.model import SGD, params_sha256
 from otpnn.schedule import steps_per_epoch
-from otpnn.training import lockstep
+from otpnn.training import blas, lockstep
 from otpnn.training.coordinator import Coordinator, CoordinatorContext
 from otpnn.training.loader import Loader
 from otpnn.training.state import Event, JobState, Progress, Snapshot
@@ -109,6 +109,7 @@ class TrainingJob:
         self.started_at = 0.0
         self._stop_requested = threading.Event()
         self._ray: Any = None  # backend "ray": the RayConnection this job made, if any
+        self._holds_blas = False  # between start() and stop(): BLAS here uses one thread
         self.checkpoint_path = (
             Path(self.options.checkpoint_dir) / CHECKPOINT_FILE
             if self.options.checkpoint_dir
@@ -122,6 +123,9 @@ class TrainingJob:
         """Build and start the tree: as a root of its own, or as a temporary child of ``under``
         (a supervisor or DynamicSupervisor ref, e.g. the service's job supervisor)."""
         self.started_at = time.perf_counter()
+        if not self._holds_blas:
+            blas.hold_one_thread()
+            self._holds_blas = True
         if self.config.backend == "ray":
             self._connect_ray()
         elif self.config.backend == "process":
@@ -312,6 +316,9 @@ class TrainingJob:
         if self._ray is not None:  # after the tree: its Ray actors are gone by now
             self._ray.close()
             self._ray = None
+        if self._holds_blas:
+            blas.release_one_thread()
+            self._holds_blas = False
 
     def run(self) -> dict[str, Any]:
         """start, wait, stop: the whole job, always leaving nothing running."""

@@ -1,0 +1,45 @@
+"""While a training job runs in a process, BLAS there uses one thread (OpenBLAS's idle threads
+would otherwise spin on the workers' cores after the Coordinator's evaluation); when the last
+job of the process stops, the limits from before are back."""
+
+from __future__ import annotations
+
+import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from otpnn.training import blas
+from otpnn.training.job import TrainingJob
+from tests.otpnn.training.conftest import config, dataset
+
+
+def _blas_threads() -> int:
+    return max(lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas")
+
+
+@pytest.fixture
+def two_blas_threads():
+    """The test process's BLAS at two threads, whatever the environment set."""
+    with threadpool_limits(limits=2, user_api="blas"):
+        if _blas_threads() != 2:
+            pytest.skip("this BLAS cannot run two threads here (built or limited to one)")
+        yield
+
+
+def test_a_job_holds_blas_to_one_thread_while_it_runs(two_blas_threads) -> None:
+    job = TrainingJob(config(workers=1, backend="process", epochs=1), dataset())
+    job.start()
+    try:
+        assert _blas_threads() == 1
+        job.wait()
+    finally:
+        job.stop()
+    assert _blas_threads() == 2
+
+
+def test_the_last_of_overlapping_jobs_restores_the_limits(two_blas_threads) -> None:
+    blas.hold_one_thread()  # job A starts
+    blas.hold_one_thread()  # job B starts
+    blas.release_one_thread()  # job A stops: B still runs
+    assert _blas_threads() == 1
+    blas.release_one_thread()  # job B stops
+    assert _blas_threads() == 2
