@@ -321,9 +321,10 @@ class TrainingJob:
             self._holds_blas = False
 
     def run(self) -> dict[str, Any]:
-        """start, wait, stop: the whole job, always leaving nothing running."""
-        self.start()
+        """start, wait, stop: the whole job, always leaving nothing running (also when start
+        fails half-way: stop undoes what start did)."""
         try:
+            self.start()
             return self.wait()
         finally:
             self.stop()

@@ -43,3 +43,14 @@ def test_the_last_of_overlapping_jobs_restores_the_limits(two_blas_threads) -> N
     assert _blas_threads() == 1
     blas.release_one_thread()  # job B stops
     assert _blas_threads() == 2
+
+
+def test_a_job_whose_start_fails_gives_the_threads_back(two_blas_threads, monkeypatch) -> None:
+    def broken_tree(self):
+        raise RuntimeError("the tree could not start")
+
+    monkeypatch.setattr(TrainingJob, "_start_tree", broken_tree)
+    job = TrainingJob(config(workers=1, backend="thread", epochs=1), dataset())
+    with pytest.raises(RuntimeError, match="could not start"):
+        job.run()
+    assert _blas_threads() == 2
