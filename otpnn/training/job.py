@@ -121,7 +121,10 @@ class TrainingJob:
     # -- the tree -----------------------------------------------------------------------------
     def start(self, under: Any = None) -> None:
         """Build and start the tree: as a root of its own, or as a temporary child of ``under``
-        (a supervisor or DynamicSupervisor ref, e.g. the service's job supervisor)."""
+        (a supervisor or DynamicSupervisor ref, e.g. the service's job supervisor).
+
+        Until stop(), BLAS in this process uses one thread (see otpnn.training.blas: idle
+        OpenBLAS threads would spin on the workers' cores)."""
         self.started_at = time.perf_counter()
         if not self._holds_blas:
             blas.hold_one_thread()
