@@ -125,9 +125,6 @@ def main() -> int:
     )
     args = ap.parse_args()
     configure_logging(quiet=True)
-    # One BLAS thread here for the whole run, never raised again: OpenBLAS's idle threads spin for
-    # a while after their number goes up, and would spin into the next runner's measurement.
-    threadpool_limits(limits=1)
     ensure_forkserver(FORKSERVER_PRELOAD)  # warm worker processes, as `otpnn train` has them
 
     base = TrainConfig(dataset="mnist", data_dir=args.data_dir, epochs=1)

@@ -1,11 +1,11 @@
 """MLP maths: forward, softmax cross-entropy, backward, for one micro-shard at a time.
 
 `shard_gradient` is the reference's inner loop, and `layers_gradient` (the same, on layer views
-made once) the workers' hot path. Their result depends only
-on its inputs: every intermediate lives in a private, freshly laid-out Workspace buffer of fixed
-shape, each GEMM sees the same operand shapes wherever it runs, and reductions run along fixed
-axes. With single-threaded BLAS the same shard therefore gives the same bits in any thread or
-process. Gradients are SUMS over the shard's samples, so shard gradients add up to the batch's.
+made once) the workers' hot path. Their result depends only on their inputs: every intermediate
+lives in a private, freshly laid-out Workspace buffer of fixed shape, each GEMM sees the same
+operand shapes wherever it runs, and reductions run along fixed axes. With single-threaded BLAS
+the same shard therefore gives the same bits in any thread or process. Gradients are SUMS over
+the shard's samples, so shard gradients add up to the batch's.
 """
 
 from __future__ import annotations

@@ -7,11 +7,13 @@ workers), and a process that forks children must not hold BLAS threads: hence th
 worker processes, set before numpy loads (this module imports nothing heavy at import time).
 
 The process that hosts a job (the CLI, the service, a user's script) keeps its BLAS threads, and
-OpenBLAS's idle threads spin for a while after each threaded call, or after their number is raised
-again: on a 2-core machine the Coordinator's epoch-end evaluation left one spinning into the next
-epoch, on the workers' cores (perf: 9 % of all samples in blas_thread_server; epochs after the
-first took 0.50-0.63 s instead of 0.39-0.50 s, 2 process workers at batch 256). So while any job
-runs in a process, BLAS there uses one thread; the last job to stop restores what was set before.
+OpenBLAS's idle threads spin for a while after each threaded call: on a 2-core machine the
+Coordinator's epoch-end evaluation left one spinning into the next epoch, on the workers' cores
+(perf: 9 % of all samples in blas_thread_server; epochs after the first took 0.52-0.64 s instead
+of 0.44-0.49 s, 2 process workers at batch 256). So while any job runs in a process, BLAS there
+uses one thread. Jobs are counted rather than each limiting its own evaluation, so the result does
+not depend on the order in which the service's concurrent jobs start and stop; the last job to
+stop restores what was set before.
 """
 
 from __future__ import annotations

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 import structlog.testing
 
 from otpnn.faults import Chaos, parse_fault
+from otpnn.model import params_sha256
 from otpnn.training.job import JobOptions, TrainingFailed, TrainingJob
 
 WORKER_FAULTS = ["crash", "kill", "exit", "hang"]
@@ -132,9 +134,6 @@ def test_hung_loader_is_killed_and_everything_after_it_restarts(config, run_job,
 def test_fault_injected_into_a_running_job_from_another_thread(
     config, training_dataset, fault_free_sha
 ):
-    import threading
-
-    from otpnn.model import params_sha256
 
     job = TrainingJob(config(workers=2, backend="process"), training_dataset, JobOptions())
     job.start()
@@ -153,8 +152,6 @@ def test_worker_killed_from_outside_is_recovered(config, training_dataset, fault
     """A plain kill -9 of a worker pid behaves like an injected kill."""
     import os
     import signal
-
-    from otpnn.model import params_sha256
 
     # A slow step keeps the job busy while the test kills worker-1 from outside.
     job = TrainingJob(
@@ -220,7 +217,6 @@ def test_fault_planned_while_a_run_goes_on_fires_at_its_step(
 ):
     """A lockstep run covers many steps; a fault planned meanwhile must not wait for the next
     run: the coordinator aborts the run, keeps its finished steps and replans."""
-    from otpnn.model import params_sha256
 
     job = TrainingJob(
         config(workers=2, backend="process"),
@@ -251,7 +247,6 @@ def test_workers_killed_at_arbitrary_moments_change_nothing(config, reference_sh
     import os
     import signal
 
-    from otpnn.model import params_sha256
     from tests.otpnn.training.conftest import dataset
 
     cfg = config(workers=2, backend="process", epochs=12)  # 144 steps
