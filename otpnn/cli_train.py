@@ -138,11 +138,15 @@ def train(**opts: Any) -> None:
     except JobStopped:
         job.stop()
         _close(bar)
-        where = (
-            f"checkpoint in {job.checkpoint_path}" if job.checkpoint_path else "no --checkpoint-dir"
-        )
-        click.echo(f"otpnn: stopped by signal at step {job.progress.step}; {where}", err=True)
-        sys.exit(128 + stop_signal.get("signum", signal.SIGTERM))
+        if job.state.result is None:  # stopped before the last commit: resume finishes it
+            where = (
+                f"checkpoint in {job.checkpoint_path}"
+                if job.checkpoint_path
+                else "no --checkpoint-dir"
+            )
+            click.echo(f"otpnn: stopped by signal at step {job.progress.step}; {where}", err=True)
+            sys.exit(128 + stop_signal.get("signum", signal.SIGTERM))
+        result = job.state.result  # the signal came after the last commit: the job is done
     except ClusterUnreachable as e:
         job.stop()
         _close(bar)
@@ -159,6 +163,12 @@ def train(**opts: Any) -> None:
         raise
     job.stop()
     _close(bar)
+    if job.already_complete:
+        click.echo(
+            f"otpnn: {job.checkpoint_path} is a finished run ({job.progress.step} steps): "
+            "nothing left to train",
+            err=True,
+        )
     final = final_summary(job, result)
     _write_report(opts, job, final)
     events = job.state.events()

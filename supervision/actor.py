@@ -85,7 +85,8 @@ class ThreadActorRef(MonitoredHandle, pykka.ActorRef[Any]):
         self._killed = False
         self._monitors = MonitorSet()
         self._thread: threading.Thread | None = None
-        self._started = threading.Event()
+        self._started = threading.Event()  # on_start returned, or the actor died first
+        self._start_succeeded = False  # on_start returned: a stop right after it is an exit
         self.stop_requested = threading.Event()
         """Set by :meth:`stop`: a long handler may poll it to return early and let the stop in."""
 
@@ -186,7 +187,7 @@ class ThreadActorRef(MonitoredHandle, pykka.ActorRef[Any]):
         if not self._started.wait(timeout):
             self.kill()
             raise TimeoutError(f"{self} did not finish on_start within {timeout} s")
-        if self._dead:
+        if self._dead and not self._start_succeeded:
             self.join(timeout)
             reason = self.exit_reason
             if isinstance(reason, BaseException):
@@ -248,6 +249,7 @@ class Actor(pykka.ThreadingActor):
             self.on_start()
         except BaseException as exc:
             return self._crash(exc)
+        ref._start_succeeded = True
         ref._started.set()
         while True:
             envelope = self.actor_inbox.get()

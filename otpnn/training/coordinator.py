@@ -181,6 +181,9 @@ class Coordinator(FaultTarget, Actor):
         checkpoint, a planned fault of the coordinator, the pool or the loader), or fewer: a
         failure or a newly planned fault ends a run early, and the next message goes on."""
         cfg, state = self._ctx.config, self._ctx.state
+        if self._step >= self._total_steps:  # resumed from a finished run: nothing to train
+            self._finish()
+            return
         t = self._step + 1
         epoch, k = divmod(self._step, self._steps_per_epoch)
         epoch += 1
@@ -207,7 +210,7 @@ class Coordinator(FaultTarget, Actor):
         state.advance(done, epoch, self._total_steps, row)
         if row is not None or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0):
             self._snapshot(epoch_end=row is not None)
-        if done == self._total_steps:
+        if done >= self._total_steps:
             self._finish()
         else:
             self.actor_ref.tell(_Advance())
@@ -566,6 +569,8 @@ class Coordinator(FaultTarget, Actor):
         return row
 
     def _snapshot(self, *, epoch_end: bool) -> None:
+        if self.actor_stopped.is_set():  # killed while in a step: the job has moved on
+            return
         snap = Snapshot(
             self._step,
             self.params.copy(),

@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from otpnn.checkpoint import load_checkpoint, save_checkpoint
+from otpnn.checkpoint import save_checkpoint
 from otpnn.config import TrainConfig
 from otpnn.data import Dataset
 from otpnn.faults import Chaos, Fault
@@ -33,6 +33,7 @@ from otpnn.schedule import steps_per_epoch
 from otpnn.training import blas, lockstep
 from otpnn.training.coordinator import Coordinator, CoordinatorContext
 from otpnn.training.loader import Loader
+from otpnn.training.resume_point import ResumeError, read_resume_point
 from otpnn.training.state import Event, JobState, Progress, Snapshot
 from otpnn.training.worker import Worker
 from supervision import ChildSpec, Registry, Supervisor, spawn
@@ -51,8 +52,6 @@ WORKER_SHUTDOWN = 1.0
 FORKSERVER_PRELOAD = ("otpnn.training.forkserver_preload",)
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
-# Fields that change speed or length, never the arithmetic: a run may resume with other values.
-RESUMABLE_FIELDS = ("workers", "backend", "data_dir", "checkpoint_every", "epochs")
 
 
 class TrainingFailed(RuntimeError):
@@ -65,10 +64,6 @@ class ClusterUnreachable(RuntimeError):
 
 class JobStopped(Exception):
     """wait() ended because request_stop() was called (a signal, a cancel)."""
-
-
-class ResumeError(ValueError):
-    """A checkpoint that cannot be resumed with this config."""
 
 
 @dataclass
@@ -110,6 +105,11 @@ class TrainingJob:
         self._stop_requested = threading.Event()
         self._ray: Any = None  # backend "ray": the RayConnection this job made, if any
         self._holds_blas = False  # between start() and stop(): BLAS here uses one thread
+        # stop() closes the job to writes: a coordinator thread that outlived its kill (Python
+        # cannot stop a thread) must not write a checkpoint after the job's owner moved on.
+        self._persist_lock = threading.Lock()
+        self._closed = False
+        self.already_complete = False  # resumed from a checkpoint of the finished run
         self.checkpoint_path = (
             Path(self.options.checkpoint_dir) / CHECKPOINT_FILE
             if self.options.checkpoint_dir
@@ -319,6 +319,8 @@ class TrainingJob:
         if self._ray is not None:  # after the tree: its Ray actors are gone by now
             self._ray.close()
             self._ray = None
+        with self._persist_lock:  # waits for a write in progress; none starts after this
+            self._closed = True
         if self._holds_blas:
             blas.release_one_thread()
             self._holds_blas = False
@@ -344,9 +346,12 @@ class TrainingJob:
 
     # -- checkpoints --------------------------------------------------------------------------
     def _persist(self, snap: Snapshot, epoch_end: bool) -> None:
-        if self.checkpoint_path is None:
-            return
-        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._persist_lock:
+            if self.checkpoint_path is not None and not self._closed:
+                self._write_checkpoint(self.checkpoint_path, snap, epoch_end)
+
+    def _write_checkpoint(self, path: Path, snap: Snapshot, epoch_end: bool) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         cfg = self.config
         optimizer = SGD(cfg.lr, cfg.momentum, cfg.weight_decay)
         optimizer.load_state(snap.optimizer)
@@ -361,45 +366,25 @@ class TrainingJob:
             "epoch_samples": snap.epoch_samples,
             "epoch_seconds": snap.epoch_seconds,
         }
-        save_checkpoint(self.checkpoint_path, snap.params, optimizer, meta)
-        self._log.info("checkpoint_written", path=str(self.checkpoint_path), step=snap.step)
+        save_checkpoint(path, snap.params, optimizer, meta)
+        self._log.info("checkpoint_written", path=str(path), step=snap.step)
 
     def _load_resume_point(self) -> None:
         if self.checkpoint_path is None:
             raise ResumeError("--resume needs --checkpoint-dir (where the checkpoint is)")
-        if not self.checkpoint_path.exists():
-            raise ResumeError(f"no checkpoint to resume from at {self.checkpoint_path}")
-        params, optimizer, meta = load_checkpoint(self.checkpoint_path)
-        saved = dict(meta.get("config", {}))
-        now = self.config.to_dict()
-        different = sorted(k for k in now if k not in RESUMABLE_FIELDS and saved.get(k) != now[k])
-        if different:
-            diffs = ", ".join(
-                f"{k}: checkpoint {saved.get(k)!r} vs now {now[k]!r}" for k in different
-            )
-            raise ResumeError(f"{self.checkpoint_path} was made with another config ({diffs})")
-        self.state.save_snapshot(
-            Snapshot(
-                step=int(meta["step"]),
-                params=params,
-                optimizer=optimizer,
-                history=list(meta.get("history", [])),
-                epoch_loss_sum=float(meta.get("epoch_loss_sum", 0.0)),
-                epoch_correct=int(meta.get("epoch_correct", 0)),
-                epoch_samples=int(meta.get("epoch_samples", 0)),
-                epoch_seconds=float(meta.get("epoch_seconds", 0.0)),
-            )
-        )
-        step = int(meta["step"])
-        per_epoch = steps_per_epoch(len(self.dataset.train_labels), self.config.batch_size)
-        history = list(meta.get("history", []))
+        n_train = len(self.dataset.train_labels)
+        snap = read_resume_point(self.checkpoint_path, self.config, n_train)
+        self.state.save_snapshot(snap)
+        per_epoch = steps_per_epoch(n_train, self.config.batch_size)
+        total = per_epoch * self.config.epochs
+        self.already_complete = snap.step == total
         self.state.advance(
-            step,
-            -(-step // per_epoch),
-            per_epoch * self.config.epochs,
-            history[-1] if history else None,
+            snap.step,
+            -(-snap.step // per_epoch),
+            total,
+            snap.history[-1] if snap.history else None,
         )
-        self._log.info("resuming", path=str(self.checkpoint_path), step=step)
+        self._log.info("resuming", path=str(self.checkpoint_path), step=snap.step)
 
     def _failure_message(self, reason: object) -> str:
         failures = [

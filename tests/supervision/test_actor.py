@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from typing import Any
 
 import pykka
 import pytest
@@ -207,3 +208,22 @@ def test_crash_message_crashes_the_actor_with_its_reason() -> None:
     handle.tell(Crash(boom))
     assert handle.join(5)
     assert handle.exit_reason is boom
+
+
+class _DoneAtOnce(Actor):
+    """Starts fine, then stops itself with the first message it sent itself."""
+
+    def on_start(self) -> None:
+        self.actor_ref.tell("go")
+
+    def on_receive(self, message: Any) -> Any:
+        self.actor_ref.stop(block=False)
+
+
+def test_an_actor_that_stops_right_after_starting_started() -> None:
+    # As with OTP's start_link: once init returned, the start succeeded, even if the actor
+    # exits before the caller looks (here, every time: it stops with its first message).
+    for _ in range(50):
+        ref = spawn(_DoneAtOnce)
+        ref.join(5)
+        assert ref.exit_reason == NORMAL

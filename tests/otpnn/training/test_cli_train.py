@@ -172,3 +172,27 @@ def test_report_path_in_missing_directory_is_created(tmp_path: Path) -> None:
                 "--report", str(report))  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert json.loads(report.read_text())["config"]["backend"] == "thread"
+
+
+def test_resuming_a_finished_run_ends_at_once_with_its_result(tmp_path, fault_free_sha) -> None:
+    ckpt = tmp_path / "ckpt"
+    common = [*SMALL, "--workers", "2", "--checkpoint-dir", str(ckpt)]
+    first = otpnn("train", *common, "--epochs", "2")
+    assert first.returncode == 0, first.stderr
+    checkpoint = (ckpt / "checkpoint.safetensors").read_bytes()
+    report = tmp_path / "r.json"
+    again = otpnn("train", *common, "--epochs", "2", "--resume", "--report", str(report))
+    assert again.returncode == 0, again.stderr
+    assert "finished run (24 steps): nothing left to train" in again.stderr
+    data = json.loads(report.read_text())
+    assert data["final"]["params_sha256"] == fault_free_sha
+    assert data["final"]["steps"] == 24
+    assert [row["epoch"] for row in data["epochs"]] == [1, 2]
+    assert (ckpt / "checkpoint.safetensors").read_bytes() == checkpoint
+
+    fewer = otpnn("train", *common, "--epochs", "1", "--resume")
+    assert fewer.returncode == 2
+    assert "past the end of a 1-epoch run (12 steps): resume with --epochs 2 or more" in (
+        fewer.stderr
+    )
+    assert "Traceback" not in fewer.stderr

@@ -1,0 +1,103 @@
+"""Where a resumed job starts: a checkpoint read, checked against the job, turned into a snapshot.
+
+A checkpoint is input like any other: its bytes are verified by :mod:`otpnn.checkpoint`, and
+here its meaning is. Rules:
+
+- The config must be the job's, except the fields in ``RESUMABLE_FIELDS`` (they change speed or
+  length, never the arithmetic).
+- ``step`` is an integer from 0 to the job's last step. A checkpoint past the job's end was made
+  by a longer run: resuming it with fewer epochs is refused, naming how many it needs. A
+  checkpoint exactly at the end is a finished run: the job completes at once with its result.
+- The history holds one row per finished epoch, and the parameters and optimizer state have the
+  network's size; the epoch tallies are finite numbers. Anything else names the field.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from otpnn.checkpoint import load_checkpoint
+from otpnn.config import TrainConfig
+from otpnn.model import num_params
+from otpnn.schedule import steps_per_epoch
+from otpnn.training.state import Snapshot
+
+# Fields that change speed or length, never the arithmetic: a run may resume with other values.
+RESUMABLE_FIELDS = ("workers", "backend", "data_dir", "checkpoint_every", "epochs")
+
+
+class ResumeError(ValueError):
+    """A checkpoint that cannot be resumed with this config."""
+
+
+def read_resume_point(path: Path, config: TrainConfig, n_train: int) -> Snapshot:
+    """The snapshot to resume ``config`` from, read from the checkpoint at ``path``."""
+    if not path.exists():
+        raise ResumeError(f"no checkpoint to resume from at {path}")
+    params, optimizer, meta = load_checkpoint(path)
+    saved = meta.get("config")
+    if not isinstance(saved, dict):
+        raise ResumeError(f"{path}: its metadata has no config")
+    now = config.to_dict()
+    different = sorted(k for k in now if k not in RESUMABLE_FIELDS and saved.get(k) != now[k])
+    if different:
+        diffs = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now[k]!r}" for k in different)
+        raise ResumeError(f"{path} was made with another config ({diffs})")
+
+    per_epoch = steps_per_epoch(n_train, config.batch_size)
+    total = per_epoch * config.epochs
+    step = meta.get("step")
+    if not _is_int(step) or step < 0:
+        raise ResumeError(f"{path}: invalid step={step!r} in its metadata (a whole number >= 0)")
+    if step > total:
+        needed = -(-step // per_epoch)
+        raise ResumeError(
+            f"{path} is at step {step} (epoch {needed}), past the end of a {config.epochs}-epoch "
+            f"run ({total} steps): resume with --epochs {needed} or more"
+        )
+    history = meta.get("history", [])
+    if not (isinstance(history, list) and all(_is_row(r) for r in history)):
+        raise ResumeError(f"{path}: invalid history in its metadata (a list of epoch rows)")
+    if len(history) != step // per_epoch:
+        raise ResumeError(
+            f"{path}: its history has {len(history)} epoch rows, but step {step} means "
+            f"{step // per_epoch} finished epochs"
+        )
+    expected = num_params(config.layer_sizes)
+    arrays = {"params": params, **{f"optimizer.{k}": v for k, v in optimizer.items()}}
+    for name, array in arrays.items():
+        if array.shape != (expected,) or array.dtype != np.dtype(config.dtype):
+            raise ResumeError(
+                f"{path}: tensor {name!r} is {array.dtype}{list(array.shape)}, "
+                f"expected {config.dtype}[{expected}]"
+            )
+    tallies = {}
+    for field in ("epoch_loss_sum", "epoch_correct", "epoch_samples", "epoch_seconds"):
+        value = meta.get(field, 0)
+        if not (isinstance(value, int | float) and not isinstance(value, bool)) or not (
+            math.isfinite(value) and value >= 0
+        ):
+            raise ResumeError(f"{path}: invalid {field}={value!r} in its metadata")
+        tallies[field] = value
+    return Snapshot(
+        step=step,
+        params=params,
+        optimizer=optimizer,
+        history=history,
+        epoch_loss_sum=float(tallies["epoch_loss_sum"]),
+        epoch_correct=int(tallies["epoch_correct"]),
+        epoch_samples=int(tallies["epoch_samples"]),
+        epoch_seconds=float(tallies["epoch_seconds"]),
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_row(row: Any) -> bool:
+    return isinstance(row, dict) and _is_int(row.get("epoch"))
