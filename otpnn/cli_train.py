@@ -31,6 +31,7 @@ from otpnn.training.job import (
     TrainingJob,
     final_summary,
 )
+from otpnn.training.memory import JobTooLarge, check_memory
 from otpnn.training.report import job_report, write_report
 from otpnn.training.state import Progress
 
@@ -124,9 +125,10 @@ def train(**opts: Any) -> None:
     )
     config, options = _parse(opts)
     try:
+        check_memory(config)
         dataset = load_dataset(config)
         job = TrainingJob(config, dataset, options)
-    except (DataError, CheckpointError, ResumeError) as e:
+    except (DataError, CheckpointError, ResumeError, JobTooLarge) as e:
         raise click.UsageError(str(e)) from None
 
     bar = None if opts["quiet"] else tqdm(desc="training", unit="step", dynamic_ncols=True)

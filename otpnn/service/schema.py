@@ -16,11 +16,15 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from otpnn.config import ConfigError, TrainConfig
+from otpnn.training.memory import check_memory
+
 MAX_PARAMETERS = 4_000_000
 MAX_WORKERS = max(16, 2 * (os.cpu_count() or 1))
 
 Size = Annotated[int, Field(ge=1, le=100_000)]
 Layer = Annotated[int, Field(ge=1, le=4096)]
+CONFIG_FIELDS = frozenset(TrainConfig.__dataclass_fields__)
 
 
 class JobRequest(BaseModel):
@@ -68,6 +72,13 @@ class JobRequest(BaseModel):
         n = sum((a + 1) * b for a, b in itertools.pairwise(sizes))
         if n > MAX_PARAMETERS:
             raise ValueError(f"the network has {n} parameters; at most {MAX_PARAMETERS} allowed")
+        fields = {k: v for k, v in self.model_dump().items() if k in CONFIG_FIELDS}
+        fields["checkpoint_every"] = fields["checkpoint_every"] or 0
+        try:
+            config = TrainConfig(**fields)
+        except ConfigError:
+            return self  # named when the job is built from this request
+        check_memory(config)  # JobTooLarge is a ValueError: a 422 saying what it would need
         return self
 
 

@@ -33,6 +33,7 @@ from otpnn.schedule import steps_per_epoch
 from otpnn.training import blas, lockstep
 from otpnn.training.coordinator import Coordinator, CoordinatorContext
 from otpnn.training.loader import Loader
+from otpnn.training.memory import check_memory
 from otpnn.training.resume_point import ResumeError, read_resume_point
 from otpnn.training.state import Event, JobState, Progress, Snapshot
 from otpnn.training.worker import Worker
@@ -97,6 +98,7 @@ class TrainingJob:
         self.dataset = dataset
         self.options = options or JobOptions()
         self.workers = config.workers or 1
+        check_memory(config)  # JobTooLarge before anything is allocated
         self.protocol = self._protocol()
         self.state = JobState(list(self.options.faults), self.options.chaos, on_progress)
         self.registry = Registry()
