@@ -8,9 +8,13 @@ traceback); 1 training failed (the tree gave up: which actor, why, where the las
 from __future__ import annotations
 
 import importlib.util
+import math
+import os
 import signal
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -39,15 +43,22 @@ PROTOCOLS = ("auto", "lockstep", "stepwise")  # see otpnn.training.coordinator
 
 
 def _hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
+    parts = [v.strip() for v in value.split(",")]
+    if not all(p.isdigit() for p in parts):
         raise click.BadParameter(
             f"{value!r}: expected comma-separated integers, e.g. 128,64"
         ) from None
-    if not sizes:
-        raise click.BadParameter("expected at least one hidden layer size, e.g. 128,64")
-    return sizes
+    return tuple(int(p) for p in parts)
+
+
+class _Finite(click.FloatRange):
+    """A FloatRange that also refuses nan and inf (a range check lets nan through)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 @click.command()
@@ -95,17 +106,17 @@ def _hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[i
 @click.option(
     "--fault", "faults", multiple=True, metavar="SPEC", help="Inject a fault: KIND:TARGET@WHEN."
 )
-@click.option("--chaos", type=click.FloatRange(0, 1), default=0.0, help="Per-shard failure rate.")
+@click.option("--chaos", type=_Finite(0, 1), default=0.0, help="Per-shard failure rate.")
 @click.option("--chaos-seed", type=int, default=0, show_default=True)
 @click.option(
     "--step-timeout",
-    type=click.FloatRange(min=0.1),
+    type=_Finite(min=0.1),
     default=30.0,
     show_default=True,
     help="Seconds a worker may take for its shards before it is deemed hung.",
 )
 @click.option("--max-restarts", type=click.IntRange(min=0), default=3, show_default=True)
-@click.option("--max-seconds", type=click.FloatRange(min=0.001), default=5.0, show_default=True)
+@click.option("--max-seconds", type=_Finite(min=0.001), default=5.0, show_default=True)
 @click.option(
     "--log-format", type=click.Choice(["console", "json"]), default="console", show_default=True
 )
@@ -113,17 +124,25 @@ def _hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[i
 @click.option(
     "--verbose",
     is_flag=True,
-    help="Log every lifecycle event (actor starts with pids, restarts); json logs always do.",
+    help="Log every lifecycle event (actor starts with pids, restarts) and crashes with their "
+    "tracebacks; json logs always have the events.",
 )
 def train(**opts: Any) -> None:
     """Train the MLP with a supervision tree of Loader, workers and Coordinator."""
     # On a console the bar and the epoch lines tell the story; lifecycle events are for --verbose
     # or for machines (json). Warnings (faults, lost workers, give-ups) always show.
     chatty = opts["verbose"] or (opts["log_format"] == "json" and not opts["quiet"])
+    # A bar only for a person at a terminal: into a pipe or a file it is noise, and tqdm's
+    # write lock is one more thing a closed pipe can wedge.
+    show_bar = not opts["quiet"] and opts["log_format"] == "console" and sys.stderr.isatty()
     configure_logging(
-        opts["log_format"], quiet=not chatty, stream=None if opts["quiet"] else AboveTheBar()
+        opts["log_format"],
+        quiet=not chatty,
+        stream=AboveTheBar() if show_bar else None,
+        tracebacks=opts["verbose"],
     )
     config, options = _parse(opts)
+    _check_outputs(opts)
     try:
         check_memory(config)
         dataset = load_dataset(config)
@@ -131,7 +150,7 @@ def train(**opts: Any) -> None:
     except (DataError, CheckpointError, ResumeError, JobTooLarge) as e:
         raise click.UsageError(str(e)) from None
 
-    bar = None if opts["quiet"] else tqdm(desc="training", unit="step", dynamic_ncols=True)
+    bar = tqdm(desc="training", unit="step", dynamic_ncols=True) if show_bar else None
     job.state._on_progress = _progress_printer(bar, opts["quiet"])
     stop_signal = _install_signal_handlers(job)
     try:
@@ -213,6 +232,32 @@ def _parse(opts: dict[str, Any]) -> tuple[TrainConfig, JobOptions]:
     return TrainConfig(**{**fields, "workers": workers}), options
 
 
+def _check_outputs(opts: dict[str, Any]) -> None:
+    """Every path the run will write is usable now, not after an epoch of training: the
+    checkpoint directory (created if missing) and the report's directory (which must exist)."""
+    if opts["checkpoint_dir"]:
+        directory = Path(opts["checkpoint_dir"])
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=directory).close()
+        except OSError as e:
+            raise click.UsageError(
+                f"--checkpoint-dir {directory}: cannot write there ({e.strerror or e})"
+            ) from None
+    if opts["report_path"]:
+        report = Path(opts["report_path"])
+        if report.is_dir():
+            raise click.UsageError(f"--report {report}: is a directory")
+        if not report.parent.is_dir():
+            raise click.UsageError(f"--report {report}: no directory {report.parent}")
+        try:
+            tempfile.TemporaryFile(dir=report.parent).close()
+        except OSError as e:
+            raise click.UsageError(
+                f"--report {report}: cannot write to {report.parent} ({e.strerror or e})"
+            ) from None
+
+
 def _check_ray(backend: str, address: str | None) -> None:
     """Ray is an optional extra: asking for it without it installed is a usage error."""
     if address is not None and backend != "ray":
@@ -224,8 +269,6 @@ def _check_ray(backend: str, address: str | None) -> None:
 
 
 def _cores() -> int:
-    import os
-
     return os.cpu_count() or 1
 
 
@@ -253,10 +296,21 @@ def _progress_printer(bar: tqdm | None, quiet: bool) -> Callable[[Progress], Non
 
 def _install_signal_handlers(job: TrainingJob) -> dict[str, int]:
     """SIGINT/SIGTERM: ask the job to stop; the main thread then stops the tree in order (the
-    coordinator snapshots first) and exits 128 + the signal number."""
+    coordinator snapshots first) and exits 128 + the signal number. A second signal exits at
+    once. The previous handlers are back when the command ends (it may run in-process)."""
     received: dict[str, int] = {}
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+    click.get_current_context().call_on_close(restore)
 
     def handler(signum: int, _frame: FrameType | None) -> None:
+        if "signum" in received:  # a second signal: the user will not wait for an orderly stop
+            os.write(2, b"otpnn: second signal: exiting now\n")
+            os._exit(128 + signum)
         received["signum"] = signum
         job.request_stop()
 
@@ -268,7 +322,11 @@ def _install_signal_handlers(job: TrainingJob) -> dict[str, int]:
 def _write_report(opts: dict[str, Any], job: TrainingJob, final: dict[str, Any] | None) -> None:
     if not opts["report_path"]:
         return
-    write_report(opts["report_path"], job_report(job, final))
+    try:
+        write_report(opts["report_path"], job_report(job, final))
+    except OSError as e:  # checked up front, so a disk that filled during the run
+        click.echo(f"otpnn: cannot write the report {opts['report_path']}: {e}", err=True)
+        sys.exit(1)
 
 
 def _close(bar: tqdm | None) -> None:

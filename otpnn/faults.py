@@ -31,7 +31,6 @@ import os
 import re
 import signal
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -147,6 +146,10 @@ class Chaos:
     rate: float
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if not (isinstance(self.rate, int | float) and 0.0 <= self.rate <= 1.0):
+            raise ValueError(f"chaos rate {self.rate!r}: expected a number from 0 to 1")
+
     def strikes(self, step: int, shard: int, attempt: int) -> bool:
         if self.rate <= 0.0:
             return False
@@ -160,7 +163,10 @@ def act_out(
     the actor told to. ``own_process`` is True in a process actor; for a thread actor,
     ``stopped`` is set once it has been killed and ``kill_self`` is its nearest SIGKILL."""
     if kind.startswith("slow="):
-        time.sleep(float(kind.removeprefix("slow=")))
+        # A killed thread actor wakes at once (a process is simply gone): a stopped job must
+        # not wait out the delay, nor keep the interpreter from exiting.
+        if stopped.wait(float(kind.removeprefix("slow="))):
+            raise InjectedCrash("slowed actor was killed: abandoning the message")
     elif kind == "crash":
         raise InjectedCrash("injected crash")
     elif kind == "kill":

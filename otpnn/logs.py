@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
@@ -37,23 +38,53 @@ class AboveTheBar:
         sys.stderr.flush()
 
 
+class _Tolerant:
+    """A log stream whose failures drop the line instead of raising it into whoever logged:
+    with stderr a closed pipe (``otpnn train 2>&1 | head``) a log call in an actor's exit path
+    would otherwise kill that path."""
+
+    def __init__(self, stream: TextIO | AboveTheBar) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):  # ValueError: the stream was closed
+            return len(text)
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()
+
+
+def _without_traceback(_logger: Any, _name: str, event: EventDict) -> EventDict:
+    """One line per failure: the exception's traceback goes (its reason is on the line)."""
+    event.pop("exc_info", None)
+    return event
+
+
 def configure_logging(
-    fmt: str = "console", *, quiet: bool = False, stream: TextIO | AboveTheBar | None = None
+    fmt: str = "console",
+    *,
+    quiet: bool = False,
+    stream: TextIO | AboveTheBar | None = None,
+    tracebacks: bool = True,
 ) -> None:
     """``fmt`` is ``console`` or ``json``; ``quiet`` keeps warnings and errors only; lines go to
-    ``stream`` (default stderr; :class:`AboveTheBar` under a progress bar)."""
+    ``stream`` (default stderr; :class:`AboveTheBar` under a progress bar); without
+    ``tracebacks`` a crash is its one line (event and reason)."""
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
+            structlog.processors.format_exc_info if tracebacks else _without_traceback,
             _renderer(fmt),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.WARNING if quiet else logging.INFO
         ),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),  # type: ignore[arg-type]
+        logger_factory=structlog.PrintLoggerFactory(_Tolerant(stream or sys.stderr)),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
 

@@ -240,7 +240,11 @@ class Actor(pykka.ThreadingActor):
         thread.start()
 
     def _actor_loop(self) -> None:
-        self.actor_ref._finish(self._run())
+        try:
+            reason = self._run()
+        except BaseException as exc:  # a hook or a log line failed on the way out (a closed
+            reason = exc  # stderr, say): the exit must still reach the monitors, or they wait
+        self.actor_ref._finish(reason)
 
     def _run(self) -> Reason:
         """Run hooks and messages; return the exit reason."""

@@ -111,6 +111,7 @@ class TrainingJob:
         # cannot stop a thread) must not write a checkpoint after the job's owner moved on.
         self._persist_lock = threading.Lock()
         self._closed = False
+        self._checkpointed_step: int | None = None  # the step of the checkpoint on disk
         self.already_complete = False  # resumed from a checkpoint of the finished run
         self.checkpoint_path = (
             Path(self.options.checkpoint_dir) / CHECKPOINT_FILE
@@ -289,6 +290,8 @@ class TrainingJob:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"training did not finish within {timeout} s")
             self._watchdog()
+        if self.state.failure is not None:
+            raise TrainingFailed(f"training failed: {self.state.failure}")
         assert self.state.result is not None
         return self.state.result
 
@@ -348,9 +351,26 @@ class TrainingJob:
 
     # -- checkpoints --------------------------------------------------------------------------
     def _persist(self, snap: Snapshot, epoch_end: bool) -> None:
+        """Write the checkpoint; one that cannot be written (a full disk) ends the job, the
+        previous checkpoint intact (writes are atomic), instead of crashing the coordinator
+        into restarts that would fail alike."""
         with self._persist_lock:
-            if self.checkpoint_path is not None and not self._closed:
+            if self.checkpoint_path is None or self._closed:
+                return
+            try:
                 self._write_checkpoint(self.checkpoint_path, snap, epoch_end)
+            except OSError as e:
+                kept = (
+                    f"the previous one (step {self._checkpointed_step}) is intact"
+                    if self._checkpointed_step is not None
+                    else "none was written before"
+                )
+                self.state.fail(
+                    f"cannot write the checkpoint {self.checkpoint_path} "
+                    f"({e.strerror or e}); {kept}"
+                )
+                return
+            self._checkpointed_step = snap.step
 
     def _write_checkpoint(self, path: Path, snap: Snapshot, epoch_end: bool) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -377,6 +397,7 @@ class TrainingJob:
         n_train = len(self.dataset.train_labels)
         snap = read_resume_point(self.checkpoint_path, self.config, n_train)
         self.state.save_snapshot(snap)
+        self._checkpointed_step = snap.step
         per_epoch = steps_per_epoch(n_train, self.config.batch_size)
         total = per_epoch * self.config.epochs
         self.already_complete = snap.step == total

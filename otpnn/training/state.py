@@ -79,6 +79,7 @@ class JobState:
         self.last_progress = time.monotonic()  # when a step last finished (or a start/restart)
         self.done = threading.Event()
         self.result: dict[str, Any] | None = None
+        self.failure: str | None = None  # why the job cannot go on, outside the tree's reach
 
     # -- snapshots ---------------------------------------------------------------------------
     def save_snapshot(self, snapshot: Snapshot) -> None:
@@ -162,4 +163,12 @@ class JobState:
 
     def finish(self, result: dict[str, Any]) -> None:
         self.result = result
+        self.done.set()
+
+    def fail(self, reason: str) -> None:
+        """End the job with ``reason``: a failure no restart can mend (a checkpoint that cannot
+        be written, a full disk). The first reason stands."""
+        with self._lock:
+            if self.failure is None:
+                self.failure = reason
         self.done.set()

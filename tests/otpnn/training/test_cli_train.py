@@ -166,12 +166,24 @@ def test_pids_are_logged_at_start_and_in_the_report(tmp_path) -> None:
     } >= set(pids.items())
 
 
-def test_report_path_in_missing_directory_is_created(tmp_path: Path) -> None:
-    report = tmp_path / "deep" / "dir" / "r.json"
-    run = otpnn("train", *SMALL, "--epochs", "1", "--workers", "1", "--backend", "thread",
-                "--report", str(report))  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    assert json.loads(report.read_text())["config"]["backend"] == "thread"
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("missing/r.json", "no directory"),
+        ("afile/r.json", "no directory"),
+        (".", "is a directory"),
+        ("/proc/r.json", "cannot write to /proc"),
+    ],
+)
+def test_report_path_is_checked_before_training(tmp_path: Path, where, message) -> None:
+    (tmp_path / "afile").write_text("")
+    report = where if where.startswith("/") else str(tmp_path / where)
+    run = otpnn("train", *SMALL, "--epochs", "1", "--workers", "1", "--report", report)
+    assert run.returncode == 2, run.stderr
+    assert message in run.stderr
+    assert "Traceback" not in run.stderr
+    assert "epoch 1" not in run.stderr + run.stdout  # refused before any training
+    assert not (tmp_path / "missing").exists()
 
 
 def test_resuming_a_finished_run_ends_at_once_with_its_result(tmp_path, fault_free_sha) -> None:
