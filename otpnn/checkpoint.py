@@ -20,6 +20,7 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from otpnn.atomic import write_atomic
+from otpnn.errors import UsageError
 from otpnn.model.params import Sizes, layer_views, params_sha256
 from otpnn.model.sgd import SGD
 
@@ -27,7 +28,7 @@ CHECKPOINT_FORMAT = "otpnn-checkpoint/1"
 WEIGHTS_FORMAT = "otpnn-weights/1"
 
 
-class CheckpointError(Exception):
+class CheckpointError(UsageError):
     """A checkpoint or weights file that cannot be used; the message names the file and why."""
 
 

@@ -7,13 +7,11 @@ traceback); 1 training failed (the tree gave up: which actor, why, where the las
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import signal
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -21,25 +19,25 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from otpnn.checkpoint import CheckpointError
-from otpnn.config import ACTIVATIONS, BACKENDS, DATASETS, DTYPES, ConfigError, TrainConfig
-from otpnn.data import DataError, load_dataset
-from otpnn.faults import Chaos, FaultSpecError, parse_fault
+from otpnn.config import ACTIVATIONS, BACKENDS, DATASETS, DTYPES, TrainConfig
+from otpnn.data import load_dataset
+from otpnn.faults import Chaos, parse_fault
 from otpnn.logs import AboveTheBar, configure_logging
-from otpnn.training.job import (
-    ClusterUnreachable,
+from otpnn.training import (
+    PROTOCOLS,
     JobOptions,
     JobStopped,
-    ResumeError,
+    Progress,
     TrainingFailed,
     TrainingJob,
+    UsageError,
     final_summary,
+    job_report,
+    resolve,
+    write_report,
 )
-from otpnn.training.memory import JobTooLarge, check_memory
-from otpnn.training.report import job_report, write_report
-from otpnn.training.state import Progress
-
-PROTOCOLS = ("auto", "lockstep", "stepwise")  # see otpnn.training.coordinator
+from otpnn.training.memory import check_memory
+from otpnn.training.options import default_workers
 
 
 def _hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -141,24 +139,21 @@ def train(**opts: Any) -> None:
         stream=AboveTheBar() if show_bar else None,
         tracebacks=opts["verbose"],
     )
-    config, options = _parse(opts)
-    _check_outputs(opts)
     try:
-        check_memory(config)
-        dataset = load_dataset(config)
-        job = TrainingJob(config, dataset, options)
-    except (DataError, CheckpointError, ResumeError, JobTooLarge) as e:
+        config, options = _parse(opts)
+        _check_outputs(opts)
+        check_memory(config)  # before reading any data
+        display = _Display(quiet=opts["quiet"], bar=show_bar)
+        job = TrainingJob(config, load_dataset(config), options, on_progress=display.update)
+    except UsageError as e:  # config, options, data, checkpoint, memory: one line, no traceback
         raise click.UsageError(str(e)) from None
-
-    bar = tqdm(desc="training", unit="step", dynamic_ncols=True) if show_bar else None
-    job.state._on_progress = _progress_printer(bar, opts["quiet"])
     stop_signal = _install_signal_handlers(job)
     try:
-        job.start()
-        result = job.wait()
+        with display:
+            result = job.run()  # stops the tree however it ends
+    except UsageError as e:  # from starting it, e.g. a Ray cluster that cannot be joined
+        raise click.UsageError(str(e)) from None
     except JobStopped:
-        job.stop()
-        _close(bar)
         if job.state.result is None:  # stopped before the last commit: resume finishes it
             where = (
                 f"checkpoint in {job.checkpoint_path}"
@@ -168,22 +163,10 @@ def train(**opts: Any) -> None:
             click.echo(f"otpnn: stopped by signal at step {job.progress.step}; {where}", err=True)
             sys.exit(128 + stop_signal.get("signum", signal.SIGTERM))
         result = job.state.result  # the signal came after the last commit: the job is done
-    except ClusterUnreachable as e:
-        job.stop()
-        _close(bar)
-        raise click.UsageError(str(e)) from None
     except TrainingFailed as e:
-        job.stop()
-        _close(bar)
         _write_report(opts, job, None)
         click.echo(f"otpnn: {e}", err=True)
         sys.exit(1)
-    except BaseException:
-        job.stop()
-        _close(bar)
-        raise
-    job.stop()
-    _close(bar)
     if job.already_complete:
         click.echo(
             f"otpnn: {job.checkpoint_path} is a finished run ({job.progress.step} steps): "
@@ -202,34 +185,24 @@ def train(**opts: Any) -> None:
 
 
 def _parse(opts: dict[str, Any]) -> tuple[TrainConfig, JobOptions]:
+    """The config and run options from the command line, checked (UsageError if not) before
+    any data is read."""
     fields = {f: opts[f] for f in TrainConfig.__dataclass_fields__ if f in opts}
-    try:
-        config = TrainConfig(**fields)
-        faults = tuple(parse_fault(s) for s in opts["faults"])
-    except (ConfigError, FaultSpecError) as e:
-        raise click.UsageError(str(e)) from None
-    workers = config.workers or _cores()
-    for f in faults:
-        if f.target == "worker" and f.worker is not None and f.worker >= workers:
-            raise click.UsageError(f"fault {f}: there are only workers 0..{workers - 1}")
-    _check_ray(config.backend, opts["ray_address"])
-    if config.backend == "ray" and opts["protocol"] == "lockstep":
-        raise click.UsageError("--protocol lockstep needs shared memory: not with --backend ray")
-    if opts["resume"] and not opts["checkpoint_dir"]:
-        raise click.UsageError("--resume needs --checkpoint-dir")
-    chaos = Chaos(opts["chaos"], opts["chaos_seed"]) if opts["chaos"] else None
+    config = TrainConfig(**fields)
+    config = TrainConfig(**{**fields, "workers": config.workers or default_workers()})
     options = JobOptions(
-        faults=faults,
-        chaos=chaos,
+        faults=tuple(parse_fault(s) for s in opts["faults"]),
+        chaos=Chaos(opts["chaos"], opts["chaos_seed"]) if opts["chaos"] else None,
         checkpoint_dir=opts["checkpoint_dir"],
         resume=opts["resume"],
         step_timeout=opts["step_timeout"],
         max_restarts=opts["max_restarts"],
         max_seconds=opts["max_seconds"],
         ray_address=opts["ray_address"],
-        lockstep={"auto": None, "lockstep": True, "stepwise": False}[opts["protocol"]],
+        protocol=opts["protocol"],
     )
-    return TrainConfig(**{**fields, "workers": workers}), options
+    resolve(config, options)
+    return config, options
 
 
 def _check_outputs(opts: dict[str, Any]) -> None:
@@ -258,40 +231,39 @@ def _check_outputs(opts: dict[str, Any]) -> None:
             ) from None
 
 
-def _check_ray(backend: str, address: str | None) -> None:
-    """Ray is an optional extra: asking for it without it installed is a usage error."""
-    if address is not None and backend != "ray":
-        raise click.UsageError("--ray-address needs --backend ray")
-    if backend == "ray" and importlib.util.find_spec("ray") is None:
-        raise click.UsageError(
-            "--backend ray needs Ray, which is not installed: pip install 'otpnn[ray]'"
-        )
+class _Display:
+    """The progress bar (while a ``with`` block runs, if wanted) and one summary line per
+    finished epoch."""
 
+    def __init__(self, *, quiet: bool, bar: bool) -> None:
+        self._quiet, self._want_bar = quiet, bar
+        self._bar: tqdm | None = None
+        self._printed = 0
 
-def _cores() -> int:
-    return os.cpu_count() or 1
+    def __enter__(self) -> _Display:
+        if self._want_bar:
+            self._bar = tqdm(desc="training", unit="step", dynamic_ncols=True)
+        return self
 
+    def __exit__(self, *_exc: object) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
-def _progress_printer(bar: tqdm | None, quiet: bool) -> Callable[[Progress], None]:
-    """Advance the bar every step and print one summary line per finished epoch."""
-    printed = 0
-
-    def on_progress(p: Progress) -> None:
-        nonlocal printed
+    def update(self, p: Progress) -> None:
+        bar = self._bar
         if bar is not None:
             bar.total = p.total_steps
             bar.update(p.step - bar.n)
         row = p.last_epoch
-        if row is not None and row["epoch"] > printed and not quiet:
-            printed = row["epoch"]
+        if row is not None and row["epoch"] > self._printed and not self._quiet:
+            self._printed = row["epoch"]
             line = (
                 f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, "
                 f"train acc {row['train_accuracy']:.4f}, test acc {row['test_accuracy']:.4f}, "
                 f"{row['seconds']:.2f} s ({row['samples_per_second']:.0f} samples/s)"
             )
             (bar.write if bar is not None else click.echo)(line)
-
-    return on_progress
 
 
 def _install_signal_handlers(job: TrainingJob) -> dict[str, int]:
@@ -327,8 +299,3 @@ def _write_report(opts: dict[str, Any], job: TrainingJob, final: dict[str, Any] 
     except OSError as e:  # checked up front, so a disk that filled during the run
         click.echo(f"otpnn: cannot write the report {opts['report_path']}: {e}", err=True)
         sys.exit(1)
-
-
-def _close(bar: tqdm | None) -> None:
-    if bar is not None:
-        bar.close()

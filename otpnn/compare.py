@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from otpnn.errors import UsageError
+
 SCHEMA = "otpnn-report/1"
 # Config fields that change the arithmetic: reports that differ in any of them are not comparable.
 # dtype is not one of them (rounding is what the tolerance is for); workers/backend are compared.
@@ -50,7 +52,7 @@ DTYPE_NOTE = (
 )
 
 
-class ReportError(ValueError):
+class ReportError(UsageError, ValueError):
     """A report that cannot be compared; the message names the file and what is wrong."""
 
 

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from otpnn.errors import UsageError
+
 DATASETS = ("mnist", "synthetic")
 ACTIVATIONS = ("relu", "sigmoid")
 DTYPES = ("float32", "float64")
@@ -25,7 +27,7 @@ NUM_CLASSES = 10
 MIN_DEFAULT_SHARD_ROWS = 32
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """An invalid configuration value; the message names the field and what is allowed."""
 
 

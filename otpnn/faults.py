@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from otpnn.errors import UsageError
 from supervision.reasons import ExitedWithCode
 
 KINDS = ("crash", "kill", "hang", "exit", "slow")
@@ -54,7 +55,7 @@ examples: crash:worker=1@step=10  kill:worker=0@step=25  hang:worker=any@shard=7
 _SPEC = re.compile(r"^(?P<kind>[^:@]+):(?P<target>[^@]+)@(?P<when>.+)$")
 
 
-class FaultSpecError(ValueError):
+class FaultSpecError(UsageError, ValueError):
     """A fault spec that does not parse; the message names the bad part and shows the grammar."""
 
     def __init__(self, spec: str, problem: str) -> None:

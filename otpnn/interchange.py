@@ -38,6 +38,7 @@ from otpnn.checkpoint import load_weights, save_weights
 from otpnn.config import TrainConfig
 from otpnn.data import Dataset, find_mnist
 from otpnn.data.mnist import FILES
+from otpnn.errors import UsageError
 from otpnn.model import init_params, params_sha256
 from otpnn.schedule import epoch_permutation
 
@@ -48,7 +49,7 @@ INIT_FILE = "init.safetensors"
 ORDER_FILE = "order.bin"
 
 
-class InterchangeError(ValueError):
+class InterchangeError(UsageError, ValueError):
     """An export directory or order file that cannot be used; the message names the file."""
 
 

@@ -7,6 +7,8 @@ number that appears in reports.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 
@@ -32,3 +34,27 @@ def batch_indices(perm: np.ndarray, step_in_epoch: int, batch_size: int) -> np.n
 def shard_bounds(batch_len: int, shard_size: int) -> list[tuple[int, int]]:
     """Contiguous [start, stop) micro-shards of a batch, in order; the last may be shorter."""
     return [(a, min(a + shard_size, batch_len)) for a in range(0, batch_len, shard_size)]
+
+
+@dataclass(frozen=True, slots=True)
+class Batches:
+    """How a job's steps (numbered from 1 across epochs) map to samples and micro-shards:
+    everything a worker needs to find its shards without asking."""
+
+    n_train: int
+    batch_size: int
+    shard_size: int
+    steps_per_epoch: int
+
+    def shards(self, step: int) -> tuple[int, list[tuple[int, int]]]:
+        """(offset of the step's batch in the epoch's order, its micro-shards' bounds)."""
+        lo = ((step - 1) % self.steps_per_epoch) * self.batch_size
+        return lo, shard_bounds(min(self.batch_size, self.n_train - lo), self.shard_size)
+
+    def shards_before(self, step: int) -> int:
+        """Micro-shards in steps 1..``step`` (what ``shard=N`` faults count)."""
+        full = len(shard_bounds(self.batch_size, self.shard_size))
+        last_rows = self.n_train - (self.steps_per_epoch - 1) * self.batch_size
+        last = len(shard_bounds(last_rows, self.shard_size))
+        epochs, k = divmod(step, self.steps_per_epoch)
+        return epochs * ((self.steps_per_epoch - 1) * full + last) + k * full

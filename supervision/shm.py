@@ -23,7 +23,9 @@ from typing import Any, NamedTuple, Self
 
 import numpy as np
 
-PREFIX = "otpnn_"
+# Segments are named ``<prefix><pid>_<random>``: the creator's pid lets a leak check tell one
+# process's segments from another's; the prefix (one per application) tells whose they are.
+DEFAULT_PREFIX = "shared_"
 
 
 class ArrayDescriptor(NamedTuple):
@@ -52,12 +54,15 @@ class SharedArray:
         )
 
     @classmethod
-    def create(cls, shape: tuple[int, ...] | int, dtype: Any = np.float32) -> SharedArray:
-        """Create a zero-filled segment owned by this process (which must :meth:`unlink` it)."""
+    def create(
+        cls, shape: tuple[int, ...] | int, dtype: Any = np.float32, *, prefix: str = DEFAULT_PREFIX
+    ) -> SharedArray:
+        """Create a zero-filled segment owned by this process (which must :meth:`unlink` it),
+        named ``<prefix><pid>_<random>``."""
         shape = (shape,) if isinstance(shape, int) else tuple(int(n) for n in shape)
         dt = np.dtype(dtype)
         size = max(1, int(np.prod(shape, dtype=np.int64)) * dt.itemsize)
-        name = f"{PREFIX}{os.getpid()}_{secrets.token_hex(6)}"
+        name = f"{prefix}{os.getpid()}_{secrets.token_hex(6)}"
         shm = shared_memory.SharedMemory(name=name, create=True, size=size)
         return cls(ArrayDescriptor(shm.name, shape, dt.str), shm.buf, shm)
 

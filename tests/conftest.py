@@ -42,10 +42,11 @@ def _leaks(threads_before: set[threading.Thread], shm_before: set[str], procs_be
 
 
 def _foreign(segment: str, descendants: set[int]) -> bool:
-    """A SharedArray segment (``otpnn_<pid>_...``) made by a process outside this test run,
-    e.g. another test run on the same machine: not this test's leak."""
-    parts = segment.split("_")
-    if len(parts) < 3 or parts[0] != "otpnn" or not parts[1].isdigit():
+    """A SharedArray segment (``<prefix><pid>_<random>``, e.g. ``otpnn_<pid>_...``) made by a
+    process outside this test run, e.g. another test run on the same machine: not this test's
+    leak."""
+    parts = segment.rsplit("_", 2)
+    if len(parts) < 3 or not parts[1].isdigit():
         return False
     return int(parts[1]) != os.getpid() and int(parts[1]) not in descendants
 

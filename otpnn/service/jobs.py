@@ -44,6 +44,7 @@ from otpnn.training.job import (
     TrainingJob,
     final_summary,
 )
+from otpnn.training.options import resolve
 from otpnn.training.report import job_report, write_report
 from otpnn.training.state import Progress
 from supervision import DynamicSupervisor, Supervisor
@@ -157,10 +158,7 @@ class JobManager:
             body["checkpoint_every"] = self.checkpoint_every
         body["workers"] = body["workers"] or os.cpu_count() or 1
         config = TrainConfig.from_dict(body)
-        for spec in options["faults"]:
-            fault = parse_fault(spec)
-            if fault.target == "worker" and (fault.worker or 0) >= config.workers:
-                raise ConfigError(f"fault {spec}: this job has workers 0..{config.workers - 1}")
+        resolve(config, JobOptions(faults=tuple(parse_fault(s) for s in options["faults"])))
         record = {
             "id": self.store.new_id(),
             "state": "queued",

@@ -14,8 +14,6 @@ from otpnn.training.blas import ONE_BLAS_THREAD
 
 os.environ.update(ONE_BLAS_THREAD)
 
-# numpy, the model and the Worker; and the console script's module: a forkserver child re-imports
-# the parent's main script unless it ran with ``python -m``, and for ``otpnn train`` or ``otpnn
-# serve`` that script is ``from otpnn.cli import main``, 130 ms of imports per worker start.
-import otpnn.cli
+# numpy, the model, the Worker and the protocols' messages. Not the CLI: training never imports
+# it (the console script's own module, otpnn.entry, is small enough to re-import in a child).
 import otpnn.training.worker  # noqa: F401

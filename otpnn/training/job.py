@@ -17,30 +17,48 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import structlog
 
-from otpnn.checkpoint import save_checkpoint
 from otpnn.config import TrainConfig
 from otpnn.data import Dataset
-from otpnn.faults import Chaos, Fault
-from otpnn.model import SGD, params_sha256
+from otpnn.errors import JobStopped, TrainingFailed, UsageError
+from otpnn.faults import Fault
+from otpnn.model import params_sha256
 from otpnn.schedule import steps_per_epoch
-from otpnn.training import blas, lockstep
+from otpnn.training import blas
 from otpnn.training.coordinator import Coordinator, CoordinatorContext
 from otpnn.training.loader import Loader
 from otpnn.training.memory import check_memory
-from otpnn.training.resume_point import ResumeError, read_resume_point
+from otpnn.training.options import JobOptions, check_fault_targets, resolve
+from otpnn.training.resume_point import (
+    CHECKPOINT_FILE,
+    ResumeError,
+    read_resume_point,
+    write_snapshot,
+)
 from otpnn.training.state import Event, JobState, Progress, Snapshot
 from otpnn.training.worker import Worker
-from supervision import ChildSpec, Registry, Supervisor, spawn
+from supervision import Actor, ChildSpec, Registry, Supervisor, spawn
 from supervision.process import ensure_forkserver
 from supervision.reasons import describe
 from supervision.refs import ActorHandle
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "FORKSERVER_PRELOAD",
+    "ClusterUnreachable",
+    "JobOptions",
+    "JobStopped",
+    "ResumeError",
+    "TrainingFailed",
+    "TrainingJob",
+    "final_summary",
+]
 
 log = structlog.get_logger("otpnn.job")
 
@@ -52,34 +70,10 @@ WORKER_SHUTDOWN = 1.0
 # Modules the process actors' forkserver imports once, so that worker processes start warm.
 FORKSERVER_PRELOAD = ("otpnn.training.forkserver_preload",)
 
-CHECKPOINT_FILE = "checkpoint.safetensors"
 
 
-class TrainingFailed(RuntimeError):
-    """The tree gave up; the message names the actor, the reasons and the last checkpoint."""
-
-
-class ClusterUnreachable(RuntimeError):
+class ClusterUnreachable(UsageError):
     """``--ray-address`` names no Ray cluster this process can join (the message says why)."""
-
-
-class JobStopped(Exception):
-    """wait() ended because request_stop() was called (a signal, a cancel)."""
-
-
-@dataclass
-class JobOptions:
-    faults: tuple[Fault, ...] = ()
-    chaos: Chaos | None = None
-    checkpoint_dir: str | None = None
-    resume: bool = False
-    step_timeout: float = 30.0
-    max_restarts: int = 3
-    max_seconds: float = 5.0
-    ray_address: str | None = None  # backend "ray": join this cluster (None: a local Ray)
-    # Workers run the steps in lockstep over shared memory (None: wherever that works, i.e.
-    # thread and process workers on x86-64), or the coordinator dispatches every step.
-    lockstep: bool | None = None
 
 
 class TrainingJob:
@@ -97,9 +91,10 @@ class TrainingJob:
         self.config = config
         self.dataset = dataset
         self.options = options or JobOptions()
-        self.workers = config.workers or 1
+        plan = resolve(config, self.options)  # OptionsError before anything starts
+        self.workers = plan.workers
+        self.protocol = plan.protocol
         check_memory(config)  # JobTooLarge before anything is allocated
-        self.protocol = self._protocol()
         self.state = JobState(list(self.options.faults), self.options.chaos, on_progress)
         self.registry = Registry()
         self.root: ActorHandle | None = None
@@ -168,14 +163,14 @@ class TrainingJob:
             startup_seconds=round(self._ray.startup_seconds, 3),
         )
 
-    def _actor_classes(self) -> tuple[type, type, type]:
-        """Loader, Worker and Coordinator for the backend: the Ray ones move arrays through
-        the object store instead of shared memory; nothing else differs."""
+    def _data_actors(self) -> tuple[type[Actor], type[Actor]]:
+        """Loader and Worker for the backend: Ray's move arrays through the object store (the
+        stepwise driver's Ray transport talks to them), the others through shared memory."""
         if self.config.backend == "ray":
-            from otpnn.training import ray_backend as rb
+            from otpnn.training import ray_backend
 
-            return rb.RayLoader, rb.RayWorker, rb.RayCoordinator
-        return Loader, Worker, Coordinator
+            return ray_backend.RayLoader, ray_backend.RayWorker
+        return Loader, Worker
 
     def _start_tree(self) -> ActorHandle:
         pool = [
@@ -219,7 +214,7 @@ class TrainingJob:
 
     def _start_loader(self) -> ActorHandle:
         ds = self.dataset
-        loader = self._actor_classes()[0]
+        loader = self._data_actors()[0]
         return self._started(
             "loader", spawn(loader, ds.train_images, ds.train_labels, self.config.seed)
         )
@@ -227,7 +222,7 @@ class TrainingJob:
     def _start_worker(self, index: int) -> ActorHandle:
         segments = self._loader().proxy().segments().get(timeout=self.options.step_timeout)
         cfg = self.config
-        worker = self._actor_classes()[1]
+        worker = self._data_actors()[1]
         handle = spawn(
             worker, index, segments, cfg.layer_sizes, cfg.activation, cfg.backend, kind=cfg.backend
         )
@@ -237,6 +232,7 @@ class TrainingJob:
         ctx = CoordinatorContext(
             job=self.name,
             config=self.config,
+            protocol=self.protocol,
             state=self.state,
             n_train=len(self.dataset.train_labels),
             test_images=self.dataset.test_images,
@@ -246,22 +242,8 @@ class TrainingJob:
             pool=partial(self._whereis, "pool"),
             step_timeout=self.options.step_timeout,
             on_snapshot=self._persist,
-            lockstep=self.protocol == "lockstep",
         )
-        return self._started("coordinator", spawn(self._actor_classes()[2], ctx))
-
-    def _protocol(self) -> str:
-        """``lockstep`` or ``stepwise`` (see the coordinator), from ``JobOptions.lockstep``."""
-        wanted = self.options.lockstep
-        if self.config.backend == "ray":
-            if wanted:
-                raise ValueError(
-                    "the lockstep protocol needs shared memory, which Ray workers do not have"
-                )
-            return "stepwise"
-        if wanted is None:
-            wanted = lockstep.SUPPORTED
-        return "lockstep" if wanted else "stepwise"
+        return self._started("coordinator", spawn(Coordinator, ctx))
 
     def _loader(self) -> ActorHandle:
         return self._whereis("loader")
@@ -330,19 +312,29 @@ class TrainingJob:
             blas.release_one_thread()
             self._holds_blas = False
 
-    def run(self) -> dict[str, Any]:
+    def run(self, under: Any = None) -> dict[str, Any]:
         """start, wait, stop: the whole job, always leaving nothing running (also when start
-        fails half-way: stop undoes what start did)."""
-        try:
-            self.start()
+        fails half-way: stop undoes what start did). Returns the result; raises
+        TrainingFailed, JobStopped (after request_stop), or a UsageError from start."""
+        with self:
+            self.start(under)
             return self.wait()
-        finally:
-            self.stop()
+
+    def __enter__(self) -> Self:
+        """``with job:`` stops whatever the block started, however it leaves."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
     def inject(self, fault: Fault) -> None:
         """Add a fault to the plan of a running job (from any thread)."""
-        if fault.target == "worker" and fault.worker is not None and fault.worker >= self.workers:
-            raise ValueError(f"{fault}: this job has workers 0..{self.workers - 1}")
+        check_fault_targets([fault], self.workers)
         self.state.add_fault(fault)
 
     @property
@@ -358,7 +350,7 @@ class TrainingJob:
             if self.checkpoint_path is None or self._closed:
                 return
             try:
-                self._write_checkpoint(self.checkpoint_path, snap, epoch_end)
+                write_snapshot(self.checkpoint_path, self.config, snap, epoch_end=epoch_end)
             except OSError as e:
                 kept = (
                     f"the previous one (step {self._checkpointed_step}) is intact"
@@ -371,29 +363,10 @@ class TrainingJob:
                 )
                 return
             self._checkpointed_step = snap.step
-
-    def _write_checkpoint(self, path: Path, snap: Snapshot, epoch_end: bool) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cfg = self.config
-        optimizer = SGD(cfg.lr, cfg.momentum, cfg.weight_decay)
-        optimizer.load_state(snap.optimizer)
-        meta = {
-            "step": snap.step,
-            "epoch_end": epoch_end,
-            "seed": cfg.seed,
-            "config": cfg.to_dict(),
-            "history": snap.history,
-            "epoch_loss_sum": snap.epoch_loss_sum,
-            "epoch_correct": snap.epoch_correct,
-            "epoch_samples": snap.epoch_samples,
-            "epoch_seconds": snap.epoch_seconds,
-        }
-        save_checkpoint(path, snap.params, optimizer, meta)
-        self._log.info("checkpoint_written", path=str(path), step=snap.step)
+            self._log.info("checkpoint_written", path=str(self.checkpoint_path), step=snap.step)
 
     def _load_resume_point(self) -> None:
-        if self.checkpoint_path is None:
-            raise ResumeError("--resume needs --checkpoint-dir (where the checkpoint is)")
+        assert self.checkpoint_path is not None, "resolve() requires a checkpoint dir to resume"
         n_train = len(self.dataset.train_labels)
         snap = read_resume_point(self.checkpoint_path, self.config, n_train)
         self.state.save_snapshot(snap)

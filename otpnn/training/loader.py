@@ -9,13 +9,27 @@ it exits.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from otpnn.faults import FaultTarget
 from otpnn.schedule import epoch_permutation
-from otpnn.training.messages import DataSegments
+from otpnn.training import segments as job_segments
 from supervision import Actor
-from supervision.shm import SharedArray
+from supervision.shm import ArrayDescriptor, SharedArray
+
+
+@dataclass(frozen=True, slots=True)
+class DataSegments:
+    """The Loader's shared arrays: uint8 images (N, 784), labels (N,), and the permutation.
+
+    ``perm`` holds ``N + 1`` int64: element 0 is the epoch it was drawn for, the rest the order.
+    """
+
+    images: ArrayDescriptor
+    labels: ArrayDescriptor
+    perm: ArrayDescriptor
 
 
 class Loader(FaultTarget, Actor):
@@ -29,7 +43,7 @@ class Loader(FaultTarget, Actor):
         images, labels = self._source
         self._images = self._share(images)
         self._labels = self._share(labels)
-        self._perm = SharedArray.create((len(labels) + 1,), np.int64)
+        self._perm = job_segments.create((len(labels) + 1,), np.int64)
         self._segments.append(self._perm)
         self._perm.array[0] = 0  # no epoch opened yet
 
@@ -60,7 +74,7 @@ class Loader(FaultTarget, Actor):
         self._release()
 
     def _share(self, array: np.ndarray) -> SharedArray:
-        shared = SharedArray.create(array.shape, array.dtype)
+        shared = job_segments.create(array.shape, array.dtype)
         self._segments.append(shared)
         shared.array[...] = array
         return shared

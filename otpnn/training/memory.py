@@ -21,9 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from otpnn.config import INPUT_SIZE, TrainConfig
+from otpnn.errors import UsageError
 from otpnn.model import num_params
 from otpnn.schedule import shard_bounds, steps_per_epoch
-from otpnn.training import lockstep
+from otpnn.training.drivers import lockstep_rank
 
 MNIST_SIZES = (60_000, 10_000)
 # A worker process's own footprint before any job data: Python, numpy and the trainer.
@@ -34,7 +35,7 @@ DEFAULT_SHARE = 0.75
 SHM_DIR = "/dev/shm"
 
 
-class JobTooLarge(ValueError):
+class JobTooLarge(UsageError, ValueError):
     """The job would need more memory than it may have; the message says how much and why."""
 
 
@@ -79,7 +80,7 @@ def job_memory(config: TrainConfig) -> MemoryNeed:
         "parameters and momentum, double-buffered": 4 * params,
         f"gradient rows, one per micro-shard ({shards} of {shard_rows} rows)": shards * params,
         "per-shard statistics": per_epoch * shards * 2 * 8,
-        "run control": 8 * int(np.prod(lockstep.control_shape(workers))),
+        "run control": 8 * int(np.prod(lockstep_rank.control_shape(workers))),
     }
     private = {
         "dataset (loaded)": image_bytes + generation,

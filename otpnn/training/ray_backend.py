@@ -1,13 +1,14 @@
-"""The trainer on Ray: the same Loader, Worker and Coordinator, with Ray's object store as the
-transport instead of shared memory (which does not span machines).
+"""The trainer on Ray: the stepwise driver with Ray's object store as its transport instead of
+shared memory (which does not span machines), and the Loader and Worker actors that go with it.
 
 - the Loader puts the dataset once per job (``ray.put`` of images and labels) and each epoch's
   permutation once per epoch;
-- the Coordinator puts the parameters once per step (a redone shard reuses the same ref);
+- the stepwise driver's :class:`RayTransport` puts the parameters once per step (a redone
+  shard reuses the same ref);
 - a worker fetches each object once per version (cached by ref: on its node, Ray maps it
   without a copy), computes its shards with the same ``shard_gradient`` call as every other
   worker, and returns the gradients in its reply, which Ray stores in the object store;
-- the Coordinator copies each gradient into its shard's row of the gradient array, so the
+- the transport copies each gradient into its shard's row of the driver's gradients, so the
   reduction (``reduce_in_order``), the update and therefore the checksum are the ones of the
   thread and process backends.
 
@@ -24,12 +25,13 @@ import ray
 from ray import ObjectRef
 from threadpoolctl import threadpool_limits
 
+from otpnn.faults import FaultTarget
 from otpnn.model import num_params, shard_gradient
 from otpnn.schedule import epoch_permutation
-from otpnn.training.coordinator import Coordinator
-from otpnn.training.loader import Loader
-from otpnn.training.messages import Shard, ShardResult
-from otpnn.training.worker import StalePermutation, Worker
+from otpnn.training.drivers.base import Host
+from otpnn.training.drivers.stepwise import Shard, ShardResult, StepArrays
+from otpnn.training.worker import StalePermutation
+from supervision import Actor
 from supervision.ray import RayOptions
 
 
@@ -70,18 +72,25 @@ class ShardGradient(ShardResult):
     grad: np.ndarray
 
 
-class RayLoader(Loader):
-    """The Loader with the dataset and the permutations in the object store, not in /dev/shm."""
+class RayLoader(FaultTarget, Actor):
+    """The Loader's job with the dataset and the permutations in the object store."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, seed: int) -> None:
+        super().__init__()
+        self._source = (images, labels)
+        self._seed = seed
+        self._order: EpochOrder | None = None
 
     def on_start(self) -> None:
         images, labels = self._source
         self._data = RayData(ray.put(images), ray.put(labels))
-        self._order: EpochOrder | None = None
 
-    def segments(self) -> RayData:  # type: ignore[override]
+    def segments(self) -> RayData:
+        """The dataset's refs, for workers to fetch."""
         return self._data
 
     def open_epoch(self, epoch: int, fault: str | None = None) -> int:
+        """Put epoch ``epoch``'s permutation (numbered from 1); returns the sample count."""
         if fault is not None:
             self.inject(fault)
         n = len(self._source[1])
@@ -93,16 +102,21 @@ class RayLoader(Loader):
         return self._order
 
 
-class RayWorker(Worker):
-    """A Worker in a Ray actor: one CPU each (Ray then runs its BLAS single-threaded)."""
+class RayWorker(FaultTarget, Actor):
+    """A stepwise worker in a Ray actor: one CPU each (Ray then runs its BLAS single-threaded).
+    Stateless like every worker; it caches the current objects by ref."""
 
     ray_options = RayOptions(num_cpus=1)
 
     def __init__(
         self, index: int, data: RayData, sizes: tuple[int, ...], activation: str, backend: str
     ) -> None:
-        super().__init__(index, data, sizes, activation, backend)  # type: ignore[arg-type]
+        super().__init__()
+        self.index = index
         self.own_process = True  # faults act on the Ray worker's own process (kill -9, exit)
+        self._data = data
+        self._sizes = sizes
+        self._activation = activation
         self._cache: dict[str, tuple[ObjectRef, Any]] = {}
 
     def on_start(self) -> None:
@@ -145,28 +159,31 @@ class RayWorker(Worker):
         self._cache.clear()
 
 
-class RayCoordinator(Coordinator):
-    """The Coordinator with parameters put into the object store once per step and gradients
-    taken from the workers' replies."""
+class RayTransport:
+    """The stepwise driver's transport for Ray workers: parameters put into the object store
+    once per step, gradients taken from the workers' replies."""
 
-    _params_ref: tuple[int, ObjectRef] | None = None
-    _order: EpochOrder | None = None
+    def __init__(self, host: Host, arrays: StepArrays) -> None:
+        self._host = host
+        self._arrays = arrays
+        self._params_ref: tuple[int, ObjectRef] | None = None
+        self._order: EpochOrder | None = None
 
-    def _open_epoch(self, epoch: int, step: int) -> None:
-        super()._open_epoch(epoch, step)
-        loader = self._ctx.loader()
-        self._order = loader.proxy().order().get(timeout=self._ctx.step_timeout)
+    def open_epoch(self, epoch: int) -> None:
+        loader = self._host.loader()
+        self._order = loader.proxy().order().get(timeout=self._host.step_timeout)
 
-    def _shards_message(
-        self, step: int, epoch: int, run: tuple[Shard, ...], fault: str | None
+    def message(
+        self, step: int, epoch: int, shards: tuple[Shard, ...], fault: str | None
     ) -> RayComputeShards:
         if self._params_ref is None or self._params_ref[0] != step:
-            self._params_ref = (step, ray.put(self._params.array[(step - 1) % 2]))
+            self._params_ref = (step, ray.put(self._arrays.params.array[(step - 1) % 2]))
         assert self._order is not None, "an epoch is opened before its first step"
-        return RayComputeShards(step, epoch, self._params_ref[1], self._order, run, fault)
+        return RayComputeShards(step, epoch, self._params_ref[1], self._order, shards, fault)
 
-    def _accept(self, reply: tuple[ShardGradient, ...]) -> tuple[ShardGradient, ...]:  # type: ignore[override]
-        grads = self._grads.array
-        for r in reply:
+    def accept(self, reply: Any) -> tuple[ShardResult, ...]:
+        grads = self._arrays.grads.array
+        results: tuple[ShardGradient, ...] = tuple(reply)
+        for r in results:
             grads[r.index] = r.grad
-        return reply
+        return results

@@ -1,4 +1,5 @@
-"""Where a resumed job starts: a checkpoint read, checked against the job, turned into a snapshot.
+"""A job's checkpoint: written from the coordinator's snapshots; read, checked against the job
+and turned into a snapshot where a resumed job starts.
 
 A checkpoint is input like any other: its bytes are verified by :mod:`otpnn.checkpoint`, and
 here its meaning is. Rules:
@@ -20,17 +21,19 @@ from typing import Any
 
 import numpy as np
 
-from otpnn.checkpoint import load_checkpoint
+from otpnn.checkpoint import load_checkpoint, save_checkpoint
 from otpnn.config import TrainConfig
-from otpnn.model import num_params
+from otpnn.errors import UsageError
+from otpnn.model import SGD, num_params
 from otpnn.schedule import steps_per_epoch
-from otpnn.training.state import Snapshot
+from otpnn.training.state import EpochTally, Snapshot
 
+CHECKPOINT_FILE = "checkpoint.safetensors"  # in a job's checkpoint directory
 # Fields that change speed or length, never the arithmetic: a run may resume with other values.
 RESUMABLE_FIELDS = ("workers", "backend", "data_dir", "checkpoint_every", "epochs")
 
 
-class ResumeError(ValueError):
+class ResumeError(UsageError, ValueError):
     """A checkpoint that cannot be resumed with this config."""
 
 
@@ -83,16 +86,33 @@ def read_resume_point(path: Path, config: TrainConfig, n_train: int) -> Snapshot
         ):
             raise ResumeError(f"{path}: invalid {field}={value!r} in its metadata")
         tallies[field] = value
-    return Snapshot(
-        step=step,
-        params=params,
-        optimizer=optimizer,
-        history=history,
-        epoch_loss_sum=float(tallies["epoch_loss_sum"]),
-        epoch_correct=int(tallies["epoch_correct"]),
-        epoch_samples=int(tallies["epoch_samples"]),
-        epoch_seconds=float(tallies["epoch_seconds"]),
+    tally = EpochTally(
+        loss_sum=float(tallies["epoch_loss_sum"]),
+        correct=int(tallies["epoch_correct"]),
+        samples=int(tallies["epoch_samples"]),
+        seconds=float(tallies["epoch_seconds"]),
     )
+    return Snapshot(step=step, params=params, optimizer=optimizer, history=history, tally=tally)
+
+
+def write_snapshot(path: Path, config: TrainConfig, snap: Snapshot, *, epoch_end: bool) -> None:
+    """Write ``snap`` atomically to ``path`` (its directory made if need be)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    optimizer = SGD(config.lr, config.momentum, config.weight_decay)
+    optimizer.load_state(snap.optimizer)
+    tally = snap.tally
+    meta = {
+        "step": snap.step,
+        "epoch_end": epoch_end,
+        "seed": config.seed,
+        "config": config.to_dict(),
+        "history": snap.history,
+        "epoch_loss_sum": tally.loss_sum,
+        "epoch_correct": tally.correct,
+        "epoch_samples": tally.samples,
+        "epoch_seconds": tally.seconds,
+    }
+    save_checkpoint(path, snap.params, optimizer, meta)
 
 
 def _is_int(value: object) -> bool:

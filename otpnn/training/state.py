@@ -11,13 +11,46 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from otpnn.faults import Chaos, Fault
+from otpnn.training.fault_planner import FaultBook
+
+
+@dataclass
+class EpochTally:
+    """What the steps of the current epoch add up to, so far: its row's training columns."""
+
+    loss_sum: float = 0.0
+    correct: int = 0
+    samples: int = 0
+    seconds: float = 0.0
+
+    def add_step(self, losses: Sequence[float], corrects: Sequence[float], samples: int) -> None:
+        """Count one finished step: its shards' (loss sum, correct count), in shard order."""
+        step_loss, step_correct = 0.0, 0
+        for loss, correct in zip(losses, corrects, strict=True):
+            step_loss += loss
+            step_correct += int(correct)
+        self.loss_sum += step_loss
+        self.correct += step_correct
+        self.samples += samples
+
+    def row(self, epoch: int, test_loss: float, test_accuracy: float) -> dict[str, Any]:
+        """The report's row for the finished epoch ``epoch``."""
+        return {
+            "epoch": epoch,
+            "seconds": self.seconds,
+            "samples_per_second": self.samples / self.seconds if self.seconds else 0.0,
+            "train_loss": self.loss_sum / self.samples,
+            "train_accuracy": self.correct / self.samples,
+            "test_loss": test_loss,
+            "test_accuracy": test_accuracy,
+        }
 
 
 @dataclass
@@ -28,10 +61,7 @@ class Snapshot:
     params: np.ndarray
     optimizer: dict[str, np.ndarray]
     history: list[dict[str, Any]]
-    epoch_loss_sum: float = 0.0
-    epoch_correct: int = 0
-    epoch_samples: int = 0
-    epoch_seconds: float = 0.0
+    tally: EpochTally = field(default_factory=EpochTally)  # of the epoch ``step`` is in
 
 
 @dataclass
@@ -67,9 +97,7 @@ class JobState:
     ) -> None:
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
-        self._faults: list[Fault] = list(faults or [])
-        self._fired: set[int] = set()
-        self.plan_version = 0  # bumped by add_fault: a running coordinator replans
+        self.faults = FaultBook(faults or ())
         self.chaos = chaos
         self._events: list[Event] = []
         self._starts: dict[str, int] = {}
@@ -94,27 +122,11 @@ class JobState:
     # -- faults ------------------------------------------------------------------------------
     def add_fault(self, fault: Fault) -> None:
         """Plan a fault, also while the job runs (from any thread)."""
-        with self._lock:
-            self._faults.append(fault)
-            self.plan_version += 1
-
-    def due_faults(self, target: str, when: str, at: int) -> list[tuple[int, Fault]]:
-        """Planned, not yet fired faults for ``target`` whose point ``when``=N is <= ``at``."""
-        with self._lock:
-            return [
-                (i, f)
-                for i, f in enumerate(self._faults)
-                if i not in self._fired and f.target == target and f.when == when and f.at <= at
-            ]
-
-    def mark_fired(self, fault_id: int) -> None:
-        with self._lock:
-            self._fired.add(fault_id)
+        self.faults.add(fault)
 
     @property
     def faults_fired(self) -> int:
-        with self._lock:
-            return len(self._fired)
+        return self.faults.fired
 
     # -- events, starts ----------------------------------------------------------------------
     def record(self, event: Event) -> None:
@@ -152,7 +164,9 @@ class JobState:
         """Reset the hang watchdog (a step finished, or the coordinator (re)started)."""
         self.last_progress = time.monotonic()
 
-    def advance(self, step: int, epoch: int, total_steps: int, last_epoch: dict | None) -> None:
+    def advance(
+        self, step: int, epoch: int, total_steps: int, last_epoch: dict[str, Any] | None
+    ) -> None:
         self.touch()
         with self._lock:
             self.progress = Progress(

@@ -1,23 +1,24 @@
-"""The Worker: computes the summed gradient, loss and correct count of micro-shards.
+"""The Worker: performs what the protocol drivers send it, over shared memory.
 
-One class for every backend: spawned as a thread actor or as a process actor, it reads the
-dataset, the permutation and the parameters from shared memory and writes each shard's gradient
-into that shard's row of the gradient segment; in a lockstep run it also reduces and updates its
-slice of the parameters (see :mod:`otpnn.training.lockstep`). It keeps no training state, so a
-restarted worker is as good as the one it replaces; what it holds are attachments, re-made when
-names change.
+One class for thread and process workers (Ray's is in :mod:`otpnn.training.ray_backend`): it
+attaches to the Loader's dataset and permutation, and to the coordinator's segments as messages
+name them. A message is a :class:`~otpnn.training.drivers.task.WorkerTask` that carries its
+protocol's work (computing shards, or being a rank of a lockstep run), so the Worker knows no
+protocol. It keeps no training state, so a restarted worker is as good as the one it replaces;
+what it holds are attachments, re-made when names change.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from otpnn.faults import FaultTarget
-from otpnn.model import shard_gradient
 from otpnn.training.blas import ONE_BLAS_THREAD
-from otpnn.training.lockstep import Rank, RankArrays, RunSteps
-from otpnn.training.messages import ComputeShards, DataSegments, ShardResult
+from otpnn.training.drivers.task import WorkerTask
+from otpnn.training.loader import DataSegments
 from supervision import Actor
 from supervision.process import ProcessOptions
 from supervision.shm import ArrayDescriptor, SharedArray
@@ -30,11 +31,9 @@ class StalePermutation(RuntimeError):
 class Worker(FaultTarget, Actor):
     # In a process worker BLAS must be single-threaded from the moment numpy loads (see
     # otpnn.training.blas; the env matters where the forkserver did not preload the trainer,
-    # see otpnn.training.forkserver_preload). Batch scheduling: the
-    # coordinator wakes the workers one pipe write at a time, and a woken worker that took the
-    # coordinator's core delayed the messages to the others (py-spy, MNIST, batch 256, 2 process
-    # workers: the coordinator's time in the pipe write fell from 201 to 20 samples of ~1200;
-    # epochs ~11 % faster).
+    # see otpnn.training.forkserver_preload). Batch scheduling: the coordinator wakes the
+    # workers one pipe write at a time, and a woken worker that took the coordinator's core
+    # delayed the messages to the others.
     process_options = ProcessOptions(env=ONE_BLAS_THREAD, batch_scheduling=True)
 
     def __init__(
@@ -48,13 +47,27 @@ class Worker(FaultTarget, Actor):
         super().__init__()
         self.index = index
         self.own_process = backend == "process"
+        self.sizes = sizes
+        self.activation = activation
         self._data = data
-        self._sizes = sizes
-        self._activation = activation
         self._images: SharedArray | None = None
         self._labels: SharedArray | None = None
         self._perm: SharedArray | None = None
         self._coordinator_segments: dict[str, SharedArray] = {}
+
+    @property
+    def killed(self) -> threading.Event:
+        return self.actor_stopped
+
+    @property
+    def images(self) -> np.ndarray:
+        assert self._images is not None, "attached in on_start"
+        return self._images.array
+
+    @property
+    def labels(self) -> np.ndarray:
+        assert self._labels is not None, "attached in on_start"
+        return self._labels.array
 
     def on_start(self) -> None:
         # One BLAS thread per worker: N workers use N cores, and results do not depend on how
@@ -65,58 +78,17 @@ class Worker(FaultTarget, Actor):
         self._perm = SharedArray.attach(self._data.perm)
 
     def on_receive(self, message: object) -> object:
-        if isinstance(message, ComputeShards):
-            return self.compute(message)
-        if isinstance(message, RunSteps):
-            return self.run_steps(message)
+        if isinstance(message, WorkerTask):
+            return message.perform(self)
         return super().on_receive(message)
 
-    def run_steps(self, msg: RunSteps) -> int | None:
-        """Be one rank of a lockstep run; the last step done, or None if the run was aborted."""
-        seg = msg.segments
-        arrays = RankArrays(
-            self._images.array,
-            self._labels.array,
-            self._order(msg.epoch),
-            self._attach_current("params", seg.params),
-            self._attach_current("velocity", seg.velocity),
-            self._attach_current("grads", seg.grads),
-            self._attach_current("stats", seg.stats),
-            self._attach_current("control", seg.control),
-        )
-        threads_key = None if self.own_process else seg.control.name
-        rank = Rank(
-            msg, arrays, self._sizes, self._activation, self.inject, self.actor_stopped, threads_key
-        )
-        return rank.run()
-
-    def _order(self, epoch: int) -> np.ndarray:
+    def order(self, epoch: int) -> np.ndarray:
         """The epoch's sample order, checked to be the one the Loader wrote for ``epoch``."""
+        assert self._perm is not None, "attached in on_start"
         perm = self._perm.array
         if perm[0] != epoch:
             raise StalePermutation(f"permutation is for epoch {perm[0]}, not {epoch}")
         return perm[1:]
-
-    def compute(self, msg: ComputeShards) -> tuple[ShardResult, ...]:
-        if msg.fault is not None:
-            self.inject(msg.fault)
-        order = self._order(msg.epoch)
-        params = self._attach_current("params", msg.params)[(msg.step - 1) % 2]
-        grads = self._attach_current("grads", msg.grads)
-        images, labels = self._images.array, self._labels.array
-        results = []
-        for shard in msg.shards:
-            rows = order[shard.lo : shard.hi]
-            loss_sum, correct = shard_gradient(
-                params,
-                self._sizes,
-                self._activation,
-                images[rows],
-                labels[rows],
-                grads[shard.index],
-            )
-            results.append(ShardResult(shard.index, loss_sum, correct))
-        return tuple(results)
 
     def on_stop(self) -> None:
         self._detach_all()
@@ -127,7 +99,7 @@ class Worker(FaultTarget, Actor):
     def _on_killed(self) -> None:  # a killed thread worker leaves without on_stop
         self._detach_all()
 
-    def _attach_current(self, role: str, descriptor: ArrayDescriptor) -> np.ndarray:
+    def attach(self, role: str, descriptor: ArrayDescriptor) -> np.ndarray:
         """The coordinator's segment for ``role``, re-attached when its name changed (a
         restarted coordinator makes new segments and unlinks the old ones)."""
         shared = self._coordinator_segments.get(role)

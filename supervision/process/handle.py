@@ -62,10 +62,10 @@ def ensure_forkserver(preload: list[str] | tuple[str, ...] = ()) -> None:
     """Start the forkserver now (it starts lazily with the first actor otherwise).
 
     ``preload`` adds modules the forkserver imports once, in order, so children start with them
-    loaded (e.g. the module defining your actors). Only effective before the forkserver first
+    loaded (e.g. the modules defining your actors). Only effective before the forkserver first
     starts. A library configured by environment variables when it loads (BLAS threads, for
-    numpy) is then configured in the forkserver, not by a child's ``env``: preload first a module
-    of yours that sets ``os.environ``, then the library (as ``otpnn.training.forkserver_preload``).
+    numpy) is then configured in the forkserver, not by a child's ``env``: preload first a
+    module of yours that sets ``os.environ``, then the library.
     """
     with _ctx_lock:
         _PRELOAD.extend(m for m in preload if m not in _PRELOAD)

@@ -98,11 +98,11 @@ def test_cli_trains_on_ray_with_the_reference_checksum(in_process_cli) -> None:
 
 
 def test_cli_without_ray_is_a_usage_error(monkeypatch, in_process_cli) -> None:
-    import otpnn.cli_train
+    import otpnn.training.options
 
-    real = otpnn.cli_train.importlib.util.find_spec
+    real = otpnn.training.options.importlib.util.find_spec
     monkeypatch.setattr(
-        otpnn.cli_train.importlib.util,
+        otpnn.training.options.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "ray" else real(name, *a),
     )

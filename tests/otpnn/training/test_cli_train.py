@@ -65,7 +65,7 @@ def test_stepwise_protocol_from_the_cli_ends_with_the_same_checksum(tmp_path, fa
         (["--hidden", "12,x"], "comma-separated integers"),
         (["--lr", "-1"], "invalid lr=-1.0"),
         (["--fault", "crash:gpu@step=1"], "unknown TARGET 'gpu'"),
-        (["--workers", "2", "--fault", "crash:worker=5@step=1"], "only workers 0..1"),
+        (["--workers", "2", "--fault", "crash:worker=5@step=1"], "this job has workers 0..1"),
         (["--resume"], "--resume needs --checkpoint-dir"),
         (["--backend", "ray", "--protocol", "lockstep"], "needs shared memory"),
     ],

@@ -34,7 +34,7 @@ def test_stepwise_protocol_gives_the_same_checksum(backend, fault_free_sha, conf
     """The per-step protocol (Ray's, and the fallback where the lockstep barrier is not
     supported) with thread and process workers: the same result as lockstep runs."""
     with structlog.testing.capture_logs() as lines:
-        sha, job = run_job(config(workers=2, backend=backend), lockstep=False)
+        sha, job = run_job(config(workers=2, backend=backend), protocol="stepwise")
     assert sha == fault_free_sha
     assert job.state.restarts == 0
     started = [line for line in lines if line["event"] == "coordinator_started"]

@@ -17,9 +17,15 @@ from threadpoolctl import threadpool_limits
 
 from otpnn.model import SGD, Hyper, init_params, num_params
 from otpnn.reference import StepBuffers, reference_step
-from otpnn.schedule import batch_indices, epoch_permutation, shard_bounds, steps_per_epoch
-from otpnn.training import lockstep
-from otpnn.training.lockstep import Batches, Rank, RankArrays, RunSteps
+from otpnn.schedule import (
+    Batches,
+    batch_indices,
+    epoch_permutation,
+    shard_bounds,
+    steps_per_epoch,
+)
+from otpnn.training.drivers import lockstep_rank as lockstep
+from otpnn.training.drivers.lockstep_rank import Rank, RankArrays, RunSteps
 from tests.otpnn.training.conftest import config, dataset
 
 CFG = config(epochs=1, momentum=0.9)

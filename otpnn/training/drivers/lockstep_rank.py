@@ -1,10 +1,10 @@
-"""Lockstep runs: the workers run the optimisation steps themselves, in shared memory.
+"""Lockstep runs, the workers' side: the workers run the optimisation steps themselves.
 
 Why: a step of this network is one or two milliseconds of maths, and a coordinator that sends a
 message per worker per step, waits for the replies, then reduces and updates alone keeps the
-workers idle for a large part of every step (measured: at batch 64 the workers were busy ~30 %
-of the time). Here one message per worker starts a *run* of steps (up to an epoch), and the
-workers do the whole step between them:
+workers idle for much of every step. Here one message per worker starts a *run* of steps (up
+to an epoch), and the workers do the whole step between them (the coordinator's side, which
+starts and watches runs, is :mod:`otpnn.training.drivers.lockstep`):
 
 for each step t of the run, rank r of R:
 
@@ -46,7 +46,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from otpnn.model import Hyper, layer_views, layers_gradient, reduce_in_order, sgd_update
-from otpnn.schedule import shard_bounds
+from otpnn.schedule import Batches
+from otpnn.training.drivers.task import WorkerSide, WorkerTask
+from otpnn.training.fault_planner import split
 from supervision.shm import ArrayDescriptor
 
 # Store order visible to other cores in program order (TSO): what the barrier relies on.
@@ -104,22 +106,7 @@ class LockstepSegments:
 
 
 @dataclass(frozen=True, slots=True)
-class Batches:
-    """How steps map to samples: what a rank needs to find its shards without asking."""
-
-    n_train: int
-    batch_size: int
-    shard_size: int
-    steps_per_epoch: int
-
-    def shards(self, step: int) -> tuple[int, list[tuple[int, int]]]:
-        """(offset of the step's batch in the epoch's order, its micro-shards' bounds)."""
-        lo = ((step - 1) % self.steps_per_epoch) * self.batch_size
-        return lo, shard_bounds(min(self.batch_size, self.n_train - lo), self.shard_size)
-
-
-@dataclass(frozen=True, slots=True)
-class RunSteps:
+class RunSteps(WorkerTask):
     """Coordinator -> Worker: be rank ``rank`` of ``ranks`` for steps ``first..last`` (one
     epoch, ``epoch``) of run ``run``; act out ``faults`` ((step, action) pairs) at the start of
     those steps. The reply is the last step this rank finished, or None if the run was aborted.
@@ -136,10 +123,25 @@ class RunSteps:
     hyper: Hyper
     faults: tuple[tuple[int, str], ...] = ()
 
-
-def split(n: int, parts: int, part: int) -> tuple[int, int]:
-    """Bounds of ``part`` of ``parts`` contiguous, near-equal pieces of range(n)."""
-    return n * part // parts, n * (part + 1) // parts
+    def perform(self, worker: WorkerSide) -> int | None:
+        """Be this rank of the run; the last step done, or None if the run was aborted."""
+        seg = self.segments
+        arrays = RankArrays(
+            worker.images,
+            worker.labels,
+            worker.order(self.epoch),
+            worker.attach("params", seg.params),
+            worker.attach("velocity", seg.velocity),
+            worker.attach("grads", seg.grads),
+            worker.attach("stats", seg.stats),
+            worker.attach("control", seg.control),
+        )
+        threads_key = None if worker.own_process else seg.control.name
+        rank = Rank(
+            self, arrays, worker.sizes, worker.activation, worker.inject, worker.killed,
+            threads_key,
+        )  # fmt: skip
+        return rank.run()
 
 
 @dataclass

@@ -1,0 +1,118 @@
+"""What a protocol driver is, and what it may ask of the coordinator that hosts it.
+
+The coordinator owns a job's lifecycle: where the run stands (step, epoch), where it must stop
+(epoch ends, checkpoints, planned faults of its own), the epoch's tally and the snapshots. A
+:class:`Driver` owns what happens *inside* a stretch of steps for one protocol: the shared
+segments it allocates, the messages it sends the workers, how it watches them and what it
+does when one fails. It reports back only through :class:`Host`: a finished step
+(:meth:`Host.commit`), a lost worker (:meth:`Host.failure`), a fault that took place.
+
+Contract of :meth:`Driver.run` (every driver keeps it; the coordinator relies on nothing else):
+
+- steps are committed in order, each exactly once, and only once the state after it (the
+  parameters and optimizer state returned by :meth:`Driver.state`) is whole;
+- it may return before ``last`` (a lost worker, a fault planned meanwhile): the coordinator
+  snapshots if due and calls again from the next step;
+- when the coordinator is asked to stop (``Host.interrupted()``), it leaves within a bounded
+  time by raising :class:`Interrupted`, having committed every step it finished;
+- whatever workers die or hang, a redone step gives the bits the first attempt would have.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar, Protocol
+
+import numpy as np
+
+from otpnn.config import TrainConfig
+from otpnn.model import Hyper
+from otpnn.schedule import Batches
+from otpnn.training.fault_planner import FaultPlanner, Planned
+from otpnn.training.state import JobState
+from supervision.refs import ActorHandle
+
+Workers = Sequence[tuple[int, ActorHandle]]  # live workers: (index, handle), by index
+
+
+class Interrupted(Exception):
+    """The coordinator was asked to stop, or killed, while a driver waited inside a step."""
+
+
+class Host(Protocol):
+    """The coordinator, as a driver sees it."""
+
+    config: TrainConfig
+    state: JobState
+    batches: Batches
+    hyper: Hyper
+    planner: FaultPlanner
+    step_timeout: float
+    total_steps: int
+
+    def await_workers(self) -> Workers:
+        """Live workers that have not failed this coordinator (bounded wait for a restart)."""
+        ...
+
+    def loader(self) -> ActorHandle: ...
+
+    def commit(self, step: int, losses: Sequence[float], corrects: Sequence[float]) -> None:
+        """Step ``step`` is done: its state is whole; its shards' (loss, correct) in order."""
+        ...
+
+    def show_progress(self, step: int, epoch: int) -> None:
+        """Steps up to ``step`` are done (live progress, before they are committed)."""
+        ...
+
+    def failure(self, step: int, index: int, worker: ActorHandle, kind: str, reason: str) -> None:
+        """Worker ``index`` failed at ``step`` (``kind``: crash or hang); its incarnation is
+        not given work again."""
+        ...
+
+    def lost_step(self, step: int) -> None:
+        """Work of ``step`` was lost and will be redone."""
+        ...
+
+    def fault_fired(self, planned: Planned, step: int, index: int) -> None:
+        """Worker ``index`` acts out ``planned`` at ``step``: record it."""
+        ...
+
+    def interrupted(self) -> bool:
+        """A stop was requested (or the coordinator killed): leave the run."""
+        ...
+
+
+class Driver(ABC):
+    """One protocol's way of running steps; one instance per coordinator incarnation."""
+
+    name: ClassVar[str]
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    @classmethod
+    @abstractmethod
+    def unsupported(cls, backend: str) -> str | None:
+        """Why this protocol cannot run ``backend``'s workers here (None: it can)."""
+
+    @abstractmethod
+    def start(self, step: int, params: np.ndarray, velocity: np.ndarray | None) -> None:
+        """Allocate what the protocol needs and set the state after ``step`` (``velocity``
+        None: no momentum buffer yet, zeros)."""
+
+    @abstractmethod
+    def state(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """Views of (parameters, momentum buffer) after ``step``, the last step committed."""
+
+    def open_epoch(self, epoch: int) -> None:  # noqa: B027 (optional hook: most need nothing)
+        """The loader has drawn epoch ``epoch``'s order (before the epoch's first run)."""
+
+    @abstractmethod
+    def run(self, first: int, last: int, epoch: int) -> None:
+        """Run steps ``first..last`` of epoch ``epoch`` (see the module's contract)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release everything :meth:`start` made; safe to call twice and from any exit path
+        (a run in progress without the coordinator must end: its workers leave it)."""

@@ -1,0 +1,102 @@
+"""A job's run options, and the one place that checks them against its config.
+
+The CLI, the service and the Python API all call :func:`resolve` (``TrainingJob`` does on
+construction), so a combination is accepted or refused the same way everywhere, with the same
+message, before anything starts:
+
+- the protocol: the caller's wish (``auto``, or a driver's name) against what the backend's
+  workers and this machine support; ``auto`` takes the first driver that can
+  (see :mod:`otpnn.training.drivers`);
+- fault targets: a fault for worker I needs I < the worker count;
+- Ray: ``ray_address`` only with the ray backend, which needs Ray installed;
+- resuming needs a checkpoint directory.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from otpnn.config import TrainConfig
+from otpnn.errors import UsageError
+from otpnn.faults import Chaos, Fault
+from otpnn.training.drivers import DRIVERS
+
+AUTO = "auto"
+PROTOCOLS = (AUTO, *DRIVERS)  # what a caller may ask for
+
+
+class OptionsError(UsageError, ValueError):
+    """Run options that do not fit together or with the config; the message says which."""
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """How a job runs, beside what it computes (the :class:`TrainConfig`)."""
+
+    faults: tuple[Fault, ...] = ()
+    chaos: Chaos | None = None
+    checkpoint_dir: str | None = None
+    resume: bool = False
+    step_timeout: float = 30.0
+    max_restarts: int = 3
+    max_seconds: float = 5.0
+    ray_address: str | None = None  # backend "ray": join this cluster (None: a local Ray)
+    protocol: str = AUTO  # a name in PROTOCOLS; auto: the first driver the backend supports
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What :func:`resolve` decided: the worker count and the protocol's driver name."""
+
+    workers: int
+    protocol: str
+
+
+def default_workers() -> int:
+    """The worker count when none is given on the command line or in a request: the cores."""
+    return os.cpu_count() or 1
+
+
+def resolve(config: TrainConfig, options: JobOptions) -> RunPlan:
+    """Check ``options`` against ``config``; OptionsError naming the first misfit.
+
+    ``config.workers`` None means one worker here (the CLI and the service put
+    :func:`default_workers` into the config first)."""
+    workers = config.workers or 1
+    if options.ray_address is not None and config.backend != "ray":
+        raise OptionsError("--ray-address needs --backend ray")
+    if config.backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise OptionsError(
+            "--backend ray needs Ray, which is not installed: pip install 'otpnn[ray]'"
+        )
+    if options.resume and not options.checkpoint_dir:
+        raise OptionsError("--resume needs --checkpoint-dir (where the checkpoint is)")
+    check_fault_targets(options.faults, workers)
+    return RunPlan(workers, resolve_protocol(config.backend, options.protocol))
+
+
+def resolve_protocol(backend: str, wish: str) -> str:
+    """The driver for ``backend``'s workers: ``wish`` if it can run them, else OptionsError;
+    for ``auto`` the first driver that can."""
+    if wish == AUTO:
+        for name, driver in DRIVERS.items():
+            if driver.unsupported(backend) is None:
+                return name
+        raise OptionsError(f"no protocol supports the {backend} backend on this machine")
+    driver = DRIVERS.get(wish)
+    if driver is None:
+        raise OptionsError(f"unknown protocol {wish!r}; expected one of {', '.join(PROTOCOLS)}")
+    why = driver.unsupported(backend)
+    if why is not None:
+        raise OptionsError(f"--protocol {wish} with --backend {backend}: {why}")
+    return wish
+
+
+def check_fault_targets(faults: Iterable[Fault], workers: int) -> None:
+    """A fault for worker I needs a worker I (``worker=any`` fits every job)."""
+    for fault in faults:
+        if fault.target == "worker" and fault.worker is not None and fault.worker >= workers:
+            raise OptionsError(f"fault {fault}: this job has workers 0..{workers - 1}")
