@@ -41,7 +41,7 @@ class _Otpnn(click.Group):
         assert isinstance(command, click.Command)
         return command
 
-    def main(  # type: ignore[override]  # one signature for click's overloads
+    def main(
         self,
         args: Sequence[str] | None = None,
         prog_name: str | None = None,

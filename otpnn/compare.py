@@ -225,7 +225,7 @@ def _rel(a: float, b: float) -> float:
 
 def speedups(reports: list[Report]) -> dict[str, list[float | None]]:
     """Per report label, per epoch: seconds of the same system's 1-worker run / this run's."""
-    base = {}
+    base: dict[str, Report] = {}
     for r in reports:
         if r.workers == 1:
             base.setdefault(r.system, r)

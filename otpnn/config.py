@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from otpnn.errors import UsageError
 
@@ -60,15 +60,17 @@ class TrainConfig:
     checkpoint_every: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.hidden, list):
-            object.__setattr__(self, "hidden", tuple(self.hidden))
+        hidden: object = self.hidden  # a JSON request gives a list
+        if isinstance(hidden, list):
+            object.__setattr__(self, "hidden", tuple(hidden))
         self.validate()
 
     def validate(self) -> None:
         """Raise ConfigError for the first invalid field."""
         _choice("dataset", self.dataset, DATASETS)
-        if self.data_dir is not None and not isinstance(self.data_dir, str):
-            _fail("data_dir", self.data_dir, "a directory path (string) or null")
+        data_dir: object = self.data_dir  # from JSON: anything
+        if data_dir is not None and not isinstance(data_dir, str):
+            _fail("data_dir", data_dir, "a directory path (string) or null")
         _int("epochs", self.epochs, 1)
         _int("batch_size", self.batch_size, 1)
         if self.shard_size is not None:
@@ -78,9 +80,8 @@ class TrainConfig:
         _float("lr", self.lr, low=0.0, low_open=True)
         _float("momentum", self.momentum, low=0.0, high=1.0)
         _float("weight_decay", self.weight_decay, low=0.0)
-        if not isinstance(self.hidden, tuple) or not all(
-            _is_int(h) and h >= 1 for h in self.hidden
-        ):
+        hidden: object = self.hidden
+        if not isinstance(hidden, tuple) or not all(_is_int(h) and h >= 1 for h in hidden):
             _fail("hidden", self.hidden, "a list of positive integers (hidden layer sizes)")
         _choice("activation", self.activation, ACTIVATIONS)
         _choice("dtype", self.dtype, DTYPES)
@@ -129,7 +130,7 @@ def _fail(field: str, value: object, allowed: str) -> None:
     raise ConfigError(f"invalid {field}={value!r}: expected {allowed}")
 
 
-def _is_int(v: object) -> bool:
+def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -141,8 +142,8 @@ def _int(field: str, value: object, minimum: int) -> None:
 def _float(
     field: str, value: object, *, low: float, high: float | None = None, low_open: bool = False
 ) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
+    ok = False
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         ok = (value > low if low_open else value >= low) and (high is None or value < high)
     if not ok:
         lo = f"> {low}" if low_open else f">= {low}"

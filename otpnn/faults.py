@@ -33,6 +33,7 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -194,15 +195,18 @@ class FaultTarget:
     """
 
     own_process: bool = False
+    # Given by the actor class this is mixed into (see supervision.Actor).
+    actor_stopped: threading.Event
+    actor_ref: Any
 
     def inject(self, action: str) -> None:
         """Act out ``action``: a :attr:`Fault.action` such as ``crash`` or ``slow=0.5``."""
         act_out(
             action,
             own_process=self.own_process,
-            stopped=self.actor_stopped,  # type: ignore[attr-defined]
+            stopped=self.actor_stopped,
             kill_self=self._kill_self,
         )
 
     def _kill_self(self) -> None:
-        self.actor_ref.kill()  # type: ignore[attr-defined]
+        self.actor_ref.kill()

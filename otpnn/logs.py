@@ -6,7 +6,7 @@ import contextlib
 import logging
 import sys
 import threading
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
 from structlog.typing import EventDict, Processor
@@ -84,7 +84,8 @@ def configure_logging(
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.WARNING if quiet else logging.INFO
         ),
-        logger_factory=structlog.PrintLoggerFactory(_Tolerant(stream or sys.stderr)),  # type: ignore[arg-type]
+        # _Tolerant is a text stream in all structlog uses (write, flush), not a TextIO.
+        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _Tolerant(stream or sys.stderr))),
         cache_logger_on_first_use=False,
     )
 

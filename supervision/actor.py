@@ -35,7 +35,7 @@ import queue
 import threading
 from dataclasses import dataclass
 from itertools import count
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, cast
 
 import pykka
 import structlog
@@ -75,7 +75,7 @@ class _Wake:
 class ThreadActorRef(MonitoredHandle, pykka.ActorRef[Any]):
     """A Pykka ``ActorRef`` that also implements :class:`~supervision.refs.ActorHandle`."""
 
-    kind: ClassVar[str] = "thread"
+    kind: ClassVar[Literal["thread"]] = "thread"
 
     def __init__(self, actor: Actor) -> None:
         super().__init__(actor)
@@ -111,7 +111,9 @@ class ThreadActorRef(MonitoredHandle, pykka.ActorRef[Any]):
             return not thread.is_alive()
         return True
 
-    def stop(
+    # ActorHandle.stop returns whether the actor exited, for every kind, where pykka's overloads
+    # return a Future for block=False: a deliberate difference of the supervision API.
+    def stop(  # type: ignore[override]
         self, block: bool = True, timeout: float | None = None, *, reason: Reason = NORMAL
     ) -> bool:
         """Stop after the messages already sent, running ``on_stop``; exit with ``reason``.
@@ -164,7 +166,7 @@ class ThreadActorRef(MonitoredHandle, pykka.ActorRef[Any]):
         if future is None:
             return
         with self._lock:
-            self._pending.discard(future)  # type: ignore[arg-type]
+            self._pending.discard(future)
         # A kill() may have failed it already: the first answer stands.
         with contextlib.suppress(queue.Full):
             if error is None:
@@ -192,7 +194,8 @@ class ThreadActorRef(MonitoredHandle, pykka.ActorRef[Any]):
             reason = self.exit_reason
             if isinstance(reason, BaseException):
                 raise reason
-            raise ActorDeadError(f"{self} exited while starting ({describe(reason)})")
+            why = describe(reason) if reason is not None else "no reason"
+            raise ActorDeadError(f"{self} exited while starting ({why})")
 
 
 class Actor(pykka.ThreadingActor):
@@ -209,13 +212,14 @@ class Actor(pykka.ThreadingActor):
         self._actor_ref = self.ref_class(self)
 
     @property
-    def actor_ref(self) -> ThreadActorRef:  # type: ignore[override]
-        return self._actor_ref  # type: ignore[return-value]
+    def actor_ref(self) -> ThreadActorRef:
+        return cast(ThreadActorRef, self._actor_ref)  # made by ref_class in __init__
 
     @classmethod
-    def start(cls, *args: Any, **kwargs: Any) -> ThreadActorRef:  # type: ignore[override]
+    def start(cls, *args: Any, **kwargs: Any) -> ThreadActorRef:
         """Start the actor in a new thread; return its ref once ``on_start`` has succeeded."""
-        ref: ThreadActorRef = super().start(*args, **kwargs)  # type: ignore[assignment]
+        ref = super().start(*args, **kwargs)
+        assert isinstance(ref, ThreadActorRef)  # pykka returns our actor_ref
         ref._wait_started(cls.start_timeout)
         return ref
 

@@ -7,6 +7,7 @@ supervisor's handle). :meth:`ChildSpec.actor` builds ``start`` from an actor cla
 
 from __future__ import annotations
 
+import builtins
 import math
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -83,7 +84,7 @@ class ChildSpec:
     def actor(
         cls,
         id: Hashable,
-        actor_class: type,
+        actor_class: builtins.type,
         *args: Any,
         kind: str = "thread",
         restart: Restart = "permanent",

@@ -33,7 +33,7 @@ class DynamicSupervisorRef(_SupervisorRefBase):
 class _DynamicSupervisorActor(SupervisorActor):
     ref_class: ClassVar[type[ThreadActorRef]] = DynamicSupervisorRef
 
-    def _api_terminate_child(self, handle: Any) -> None:  # type: ignore[override]
+    def _api_terminate_child(self, handle: Any) -> None:
         child = next((c for c in self._children if c.handle is handle), None)
         if child is None:
             raise ChildNotFoundError(f"supervisor {self.sup_id}: {handle} is not a child")
@@ -69,7 +69,9 @@ class DynamicSupervisor:
             max_children=max_children,
             dynamic=True,
         )
-        return _DynamicSupervisorActor.start([], config)  # type: ignore[return-value]
+        ref = _DynamicSupervisorActor.start([], config)
+        assert isinstance(ref, DynamicSupervisorRef)  # its ref_class
+        return ref
 
     @staticmethod
     def child_spec(

@@ -18,10 +18,10 @@ import queue
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, cast, runtime_checkable
 
 import structlog
-from pykka import ActorDeadError, ThreadingFuture
+from pykka import ActorDeadError, Future, ThreadingFuture
 
 from supervision.reasons import KILLED, NORMAL, Reason, describe
 
@@ -64,7 +64,11 @@ class ActorHandle(Protocol):
     """
 
     actor_urn: str
-    kind: ActorKind
+
+    @property
+    def kind(self) -> ActorKind:
+        """Where the actor's behaviour runs: a thread here, its own process, or a Ray actor."""
+        ...
 
     @property
     def pid(self) -> int | None:
@@ -185,7 +189,7 @@ class MonitoredHandle:
         return self._monitors.reason
 
     def monitor(self, callback: DownCallback) -> Monitor:
-        return self._monitors.add(self, callback)  # type: ignore[arg-type]
+        return self._monitors.add(cast("ActorHandle", self), callback)  # mixed into handles
 
     def demonitor(self, monitor: Monitor) -> None:
         self._monitors.remove(monitor)
@@ -196,7 +200,7 @@ class MonitoredHandle:
         for future in pending:
             with contextlib.suppress(queue.Full):
                 fail(future, ActorDeadError(f"{self} exited ({describe(reason)}) before replying"))
-        self._monitors.fire(self, reason)  # type: ignore[arg-type]
+        self._monitors.fire(cast("ActorHandle", self), reason)
 
 
 class WatchedHandle(MonitoredHandle):
@@ -217,7 +221,7 @@ class WatchedHandle(MonitoredHandle):
         return True
 
 
-def fail(future: ThreadingFuture[Any], exc: BaseException) -> None:
+def fail(future: Future[Any], exc: BaseException) -> None:
     """Answer ``future`` with ``exc``: its ``get`` raises it."""
     future.set_exception((type(exc), exc, exc.__traceback__))
 

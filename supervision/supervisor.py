@@ -202,7 +202,7 @@ class _SupervisorRefBase(ThreadActorRef):
         """which_children, recursively, as plain dicts (for rendering a live tree)."""
         rows = []
         for info in self.which_children(timeout=timeout):
-            row = {
+            row: dict[str, Any] = {
                 "id": info.id,
                 "type": info.type,
                 "kind": info.kind,
@@ -238,6 +238,12 @@ class SupervisorActor(Actor):
     rather than starting it directly."""
 
     ref_class: ClassVar[type[ThreadActorRef]] = SupervisorRef
+
+    @property
+    def _ref(self) -> _SupervisorRefBase:
+        ref = self.actor_ref
+        assert isinstance(ref, _SupervisorRefBase)  # ref_class
+        return ref
     start_timeout: ClassVar[float] = 600.0  # children have their own start timeouts
 
     def __init__(self, specs: Sequence[ChildSpec], config: _Config) -> None:
@@ -395,7 +401,7 @@ class SupervisorActor(Actor):
                 if c.last_reason is not None
             },
         )
-        self.actor_ref.gave_up = gave_up  # type: ignore[attr-defined]
+        self._ref.gave_up = gave_up
         log.error(
             "supervisor_gave_up",
             supervisor=self.sup_id,
@@ -407,18 +413,21 @@ class SupervisorActor(Actor):
 
     # -- starting and stopping one child -------------------------------------------------
 
-    def _start(self, child: _Child) -> None:
-        """Run the spec's start; monitor and register the new incarnation. Raises on failure."""
+    def _start(self, child: _Child) -> ActorHandle:
+        """Run the spec's start; monitor and register the new incarnation (returned). Raises
+        on failure."""
         spec = child.spec
         try:
-            handle = spec.start()
+            handle: object = spec.start()  # user code: checked below
         except Exception as exc:
             self._log("child_start_failed", child, None, reason=describe(exc))
             raise
         if not isinstance(handle, ActorHandle):
             bad = TypeError(f"start of child {spec.id!r} returned {handle!r}, not an ActorHandle")
+            stop = getattr(handle, "stop", None)  # whatever it is: if it stops, stop it
             with contextlib.suppress(Exception):
-                handle.stop(timeout=KILL_JOIN_TIMEOUT)  # type: ignore[union-attr]
+                if callable(stop):
+                    stop(timeout=KILL_JOIN_TIMEOUT)
             raise bad
         child.handle = handle
         child.monitor = handle.monitor(self._tell_self)
@@ -429,6 +438,7 @@ class SupervisorActor(Actor):
                 self._terminate(child)
                 raise
         self._log("child_started", child, handle)
+        return handle
 
     def _tell_self(self, message: Any) -> None:
         with contextlib.suppress(ActorDeadError):  # a dead supervisor restarts nothing
@@ -448,7 +458,8 @@ class SupervisorActor(Actor):
             child.restarting = False
             return
         handle = self._detach(child)
-        shutdown: Shutdown = child.spec.shutdown  # type: ignore[assignment]
+        shutdown = child.spec.shutdown
+        assert shutdown is not None, "ChildSpec fills in the default"
         if shutdown == "brutal_kill":
             handle.kill()
         elif shutdown == "infinity":
@@ -507,12 +518,11 @@ class SupervisorActor(Actor):
                 )
             child = _Child(spec.id, spec)
         try:
-            self._start(child)
+            handle = self._start(child)
         except Exception as exc:
             raise StartChildError(self.sup_id, spec.id, exc) from exc
         self._children.append(child)
-        assert child.handle is not None
-        return child.handle
+        return handle
 
     def _api_terminate_child(self, key: Hashable) -> None:
         child = self._get(key)
@@ -525,11 +535,9 @@ class SupervisorActor(Actor):
         if child.handle is not None or child.restarting:
             raise ChildRunningError(f"supervisor {self.sup_id}: child {key!r} is running")
         try:
-            self._start(child)
+            return self._start(child)
         except Exception as exc:
             raise StartChildError(self.sup_id, key, exc) from exc
-        assert child.handle is not None
-        return child.handle
 
     def _api_delete_child(self, key: Hashable) -> None:
         child = self._get(key)
@@ -589,7 +597,9 @@ class Supervisor:
         """
         config = _config(strategy, max_restarts, max_seconds, backoff, name, registry, clock)
         specs = _check_specs(children)
-        return SupervisorActor.start(specs, config)  # type: ignore[return-value]
+        ref = SupervisorActor.start(specs, config)
+        assert isinstance(ref, SupervisorRef)  # its ref_class
+        return ref
 
     @staticmethod
     def child_spec(
@@ -615,7 +625,7 @@ class Supervisor:
 
 
 def _config(
-    strategy: str,
+    strategy: Strategy,
     max_restarts: int,
     max_seconds: float,
     backoff: Backoff | None,
@@ -630,7 +640,7 @@ def _config(
         raise TypeError(f"backoff must be a Backoff or None, got {backoff!r}")
     RestartIntensity(max_restarts, max_seconds)  # validates both
     return _Config(
-        strategy=strategy,  # type: ignore[arg-type]
+        strategy=strategy,
         max_restarts=max_restarts,
         max_seconds=max_seconds,
         backoff=backoff,

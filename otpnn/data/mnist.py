@@ -142,6 +142,7 @@ def _load(directory: Path) -> tuple[dict[str, np.ndarray], list[VerifiedFile]]:
     arrays, contents = {}, {}
     for role, base in FILES.items():
         path = _locate(directory, base)
+        assert path is not None, "_missing found every file"
         arrays[role], contents[path] = _parse(path, 3 if role.endswith("images") else 1)
     for split in ("train", "test"):
         n_img, n_lab = len(arrays[f"{split}_images"]), len(arrays[f"{split}_labels"])

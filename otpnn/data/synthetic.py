@@ -13,13 +13,17 @@ PIXELS = 784
 CLASSES = 10
 
 
-def _samples(rng: np.random.Generator, prototypes: np.ndarray, n: int):
+def _samples(
+    rng: np.random.Generator, prototypes: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
     labels = rng.permutation(np.arange(n) % CLASSES).astype(np.uint8)
     noisy = prototypes[labels] + rng.normal(0.0, 70.0, (n, PIXELS))
     return np.ascontiguousarray(np.clip(noisy, 0, 255).astype(np.uint8)), labels
 
 
-def synthetic_arrays(seed: int, n_train: int, n_test: int):
+def synthetic_arrays(
+    seed: int, n_train: int, n_test: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(train_images, train_labels, test_images, test_labels), images uint8 (N, 784)."""
     rng = np.random.default_rng((seed, 0x5EED))
     prototypes = (rng.random((CLASSES, PIXELS)) < 0.2) * 200.0

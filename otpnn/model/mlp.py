@@ -44,7 +44,9 @@ def _workspace(sizes: Sizes, rows: int, dtype: np.dtype) -> Workspace:
     return cache[key]
 
 
-def _forward(views, activation: str, ws: Workspace) -> np.ndarray:
+def _forward(
+    views: Sequence[tuple[np.ndarray, np.ndarray]], activation: str, ws: Workspace
+) -> np.ndarray:
     """Fill ws.acts layer by layer; returns the last layer's logits (unnormalised)."""
     a = ws.x
     for k, (w, b) in enumerate(views):
@@ -141,7 +143,7 @@ def layers_gradient(
     return loss, correct
 
 
-def reduce_in_order(shard_grads: Sequence[np.ndarray], out: np.ndarray) -> np.ndarray:
+def reduce_in_order(shard_grads: Sequence[np.ndarray] | np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = g0 + g1 + ... added strictly left to right in shard order.
 
     Floating-point addition is not associative: one fixed order, used by the reference and by every

@@ -10,8 +10,12 @@ import functools
 import hashlib
 import itertools
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from otpnn.config import TrainConfig
 
 Sizes = Sequence[int]
 Layers = list[tuple[np.ndarray, np.ndarray]]  # (W, b) per layer: views into a flat vector
@@ -41,7 +45,7 @@ def layer_views(flat: np.ndarray, sizes: Sizes) -> Layers:
 
 
 def init_params(
-    cfg_or_sizes: object,
+    cfg_or_sizes: TrainConfig | Sequence[int],
     seed: int | None = None,
     dtype: str | np.dtype | None = None,
     *,

@@ -44,7 +44,7 @@ from otpnn.training.job import (
     TrainingJob,
     final_summary,
 )
-from otpnn.training.options import resolve
+from otpnn.training.options import default_workers, resolve
 from otpnn.training.report import job_report, write_report
 from otpnn.training.state import Progress
 from supervision import DynamicSupervisor, Supervisor
@@ -60,7 +60,7 @@ DATASET_CACHE = 4
 RUN_OPTIONS = ("faults", "chaos", "chaos_seed", "step_timeout", "max_restarts", "max_seconds")
 
 
-NOT_STARTED = {
+NOT_STARTED: dict[str, Any] = {
     "step": 0,
     "epoch": 0,
     "total_steps": 0,
@@ -88,7 +88,7 @@ class _Run:
 class JobManager:
     def __init__(
         self,
-        state_dir: str | os.PathLike,
+        state_dir: str | os.PathLike[str],
         max_jobs: int = 1,
         *,
         checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
@@ -156,10 +156,10 @@ class JobManager:
         body["data_dir"] = check_data_dir(body["data_dir"], self.store.root)
         if body["checkpoint_every"] is None:
             body["checkpoint_every"] = self.checkpoint_every
-        body["workers"] = body["workers"] or os.cpu_count() or 1
+        body["workers"] = body["workers"] or default_workers()
         config = TrainConfig.from_dict(body)
         resolve(config, JobOptions(faults=tuple(parse_fault(s) for s in options["faults"])))
-        record = {
+        record: dict[str, Any] = {
             "id": self.store.new_id(),
             "state": "queued",
             "config": config.to_dict(),

@@ -14,6 +14,7 @@ path, so no request can name a file outside the state directory. Every write is 
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 from pathlib import Path
@@ -29,7 +30,7 @@ class UnknownJob(KeyError):
 
 
 class Store:
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
         self.jobs = self.root / "jobs"
         self.jobs.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,7 +172,7 @@ class Coordinator(FaultTarget, Actor):
             last = min(last, -(-t // every) * every)
         return self.planner.stop_point(t, last, self.total_steps)
 
-    def commit(self, step: int, losses: Sequence[float], corrects: Sequence[float]) -> None:
+    def commit(self, step: int, losses: Iterable[float], corrects: Iterable[float]) -> None:
         """Step ``step`` is done (the driver's state after it is whole): count it."""
         samples = sum(b - a for a, b in self.batches.shards(step)[1])
         self._tally.add_step(losses, corrects, samples)

@@ -45,7 +45,7 @@ from otpnn.training.state import Event, JobState, Progress, Snapshot
 from otpnn.training.worker import Worker
 from supervision import Actor, ChildSpec, Registry, Supervisor, spawn
 from supervision.process import ensure_forkserver
-from supervision.reasons import describe
+from supervision.reasons import Reason, describe
 from supervision.refs import ActorHandle
 
 __all__ = [
@@ -382,11 +382,12 @@ class TrainingJob:
         )
         self._log.info("resuming", path=str(self.checkpoint_path), step=snap.step)
 
-    def _failure_message(self, reason: object) -> str:
+    def _failure_message(self, reason: Reason | None) -> str:
         failures = [
             e for e in self.state.events() if e.kind.startswith("worker_") or "fault" in e.kind
         ][-5:]
-        lines = [f"training failed: the supervision tree gave up ({describe(reason)})"]
+        why = describe(reason) if reason is not None else "no reason"
+        lines = [f"training failed: the supervision tree gave up ({why})"]
         lines += [f"  step {e.step}: {e.actor} {e.kind}: {e.reason}" for e in failures]
         snap = self.state.latest_snapshot()
         if self.checkpoint_path is not None and self.checkpoint_path.exists():

@@ -86,10 +86,10 @@ def resolve_protocol(backend: str, wish: str) -> str:
             if driver.unsupported(backend) is None:
                 return name
         raise OptionsError(f"no protocol supports the {backend} backend on this machine")
-    driver = DRIVERS.get(wish)
-    if driver is None:
+    wished = DRIVERS.get(wish)
+    if wished is None:
         raise OptionsError(f"unknown protocol {wish!r}; expected one of {', '.join(PROTOCOLS)}")
-    why = driver.unsupported(backend)
+    why = wished.unsupported(backend)
     if why is not None:
         raise OptionsError(f"--protocol {wish} with --backend {backend}: {why}")
     return wish

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,7 @@ class EpochTally:
     samples: int = 0
     seconds: float = 0.0
 
-    def add_step(self, losses: Sequence[float], corrects: Sequence[float], samples: int) -> None:
+    def add_step(self, losses: Iterable[float], corrects: Iterable[float], samples: int) -> None:
         """Count one finished step: its shards' (loss sum, correct count), in shard order."""
         step_loss, step_correct = 0.0, 0
         for loss, correct in zip(losses, corrects, strict=True):

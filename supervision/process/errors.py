@@ -51,7 +51,7 @@ def portable(exc: BaseException) -> BaseException:
     :class:`RemoteError` describing it. Called in the child before sending an exception."""
     text = "".join(traceback.format_exception(exc))
     try:
-        exc.remote_traceback = text  # type: ignore[attr-defined]
+        exc.__dict__["remote_traceback"] = text  # an attribute of our own on any exception
         exc.add_note(f"Remote traceback (from the actor's process):\n{text}")
         pickle.loads(pickle.dumps(exc, pickle.HIGHEST_PROTOCOL))
     except Exception:

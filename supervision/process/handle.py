@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from multiprocessing import forkserver
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import pykka
 from pykka import ActorDeadError, CallableProxy, ThreadingFuture, Timeout, messages
@@ -138,7 +138,7 @@ class ProcessActorRef(WatchedHandle):
             self._process.start()
         finally:
             child_conn.close()  # the child's end must live only in the child, for EOF to work
-        self._pid: int = self._process.pid  # type: ignore[assignment]
+        self._pid: int = self._process.pid
         self._attrs = self._await_ready()
         self._watcher = threading.Thread(
             target=self._read_loop, name=f"process-actor-reader-{self._pid}", daemon=True
@@ -347,6 +347,25 @@ class _ProcessFuture(ThreadingFuture[Any]):
             raise
 
 
+class _StartTimeout(Protocol):
+    @property
+    def start_timeout(self) -> float: ...
+
+
+class ProxiedRef(Protocol):
+    """What :class:`ProcessActorProxy` needs of the ref it proxies (a process actor's, or a
+    Ray actor's: the same introspection, asked of the actor's own process)."""
+
+    _attrs: dict[tuple[str, ...], Any]
+
+    @property
+    def _opts(self) -> _StartTimeout: ...
+
+    def _request(self, op: int, message: Any) -> ThreadingFuture[Any]: ...
+
+    def ask(self, message: Any, *, block: bool = True, timeout: float | None = None) -> Any: ...
+
+
 class ProcessActorProxy:
     """Pykka's ``ActorProxy`` for a process actor: method calls and attribute access become
     ``ProxyCall``/``ProxyGetAttr``/``ProxySetAttr`` asks, handled in the child by Pykka itself.
@@ -356,7 +375,7 @@ class ProcessActorProxy:
     is asked for, as Pykka does).
     """
 
-    def __init__(self, ref: ProcessActorRef, attr_path: tuple[str, ...]) -> None:
+    def __init__(self, ref: ProxiedRef, attr_path: tuple[str, ...]) -> None:
         object.__setattr__(self, "actor_ref", ref)
         object.__setattr__(self, "_attr_path", attr_path)
 
@@ -387,7 +406,7 @@ class ProcessActorProxy:
         if info is None:
             raise AttributeError(f"{self} has no attribute {name!r}")
         if info.callable:
-            return CallableProxy(actor_ref=ref, attr_path=path)  # type: ignore[arg-type]
+            return CallableProxy(actor_ref=ref, attr_path=path)
         if info.traversable:
             return ProcessActorProxy(ref, path)
         return ref.ask(messages.ProxyGetAttr(attr_path=path), block=False)

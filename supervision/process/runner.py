@@ -51,7 +51,7 @@ def die_with_parent(expected_parent: int) -> None:
     ever die with its user. With EOF on the command pipe for idle actors, this leaves no
     orphan even when the user's process is SIGKILLed.
     """
-    server = forkserver._forkserver
+    server: Any = forkserver._forkserver  # typeshed declares none of its private fields
     if server._forkserver_alive_fd is not None:
         os.close(server._forkserver_alive_fd)
         server._forkserver_alive_fd = None
@@ -69,6 +69,7 @@ class _NotAProxy:
 
 
 def introspect(actor: Any) -> dict[tuple[str, ...], Any]:
+    # pykka types the proxy as an ActorProxy but only compares attributes with it
     return introspect_attrs(root=actor, proxy=_NotAProxy())  # type: ignore[arg-type]
 
 

@@ -38,18 +38,18 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> RayCo
     if ray.is_initialized():
         return RayConnection(address, owned=False, startup_seconds=0.0)
     started = time.perf_counter()
-    common = {"log_to_driver": False, "configure_logging": False}
     if address is None:
         ray.init(
             num_cpus=num_cpus,
             include_dashboard=False,
             _system_config=_LOCAL_SYSTEM_CONFIG,
-            **common,
+            log_to_driver=False,
+            configure_logging=False,
         )
     else:
         _check_reachable(address)
         try:
-            ray.init(address=address, **common)
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
         except ConnectionError as exc:
             # Ray says why at the end of its cause's text (e.g. a missing auth token).
             lines = [line for line in str(exc.__cause__ or "").splitlines() if line.strip()]

@@ -37,7 +37,8 @@ from supervision.ray.runner import CRASHED, EXIT_GROUP, RayRunner
 from supervision.reasons import KILLED, NORMAL, Reason
 from supervision.refs import MonitorSet, WatchedHandle, fail
 
-_remote_runner = ray.remote(concurrency_groups={EXIT_GROUP: 2})(RayRunner)
+# ray.remote accepts concurrency_groups for actor classes; its typed overloads omit it
+_remote_runner = ray.remote(concurrency_groups={EXIT_GROUP: 2})(RayRunner)  # type: ignore[call-overload]
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ class RayActorRef(WatchedHandle):
         ``_opts.start_timeout`` and ``ask``, which this ref offers with the same meaning."""
         if self._dead:
             raise ActorDeadError(f"{self} not found")
-        return ProcessActorProxy(self, ())  # type: ignore[arg-type]
+        return ProcessActorProxy(self, ())
 
     def _request(self, op: int, message: Any) -> ThreadingFuture[Any]:
         future: ThreadingFuture[Any] = ThreadingFuture()

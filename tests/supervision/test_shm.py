@@ -117,3 +117,11 @@ def test_attach_leaves_the_resource_tracker_to_the_owner(monkeypatch: pytest.Mon
         assert registered == ["/" + owned.name]  # the owner is tracked: cleaned up if it dies
         SharedArray.attach(owned.descriptor()).close()
         assert registered == ["/" + owned.name]
+
+
+def test_segments_are_named_with_the_applications_prefix_and_the_creators_pid() -> None:
+    with SharedArray.create(4, np.int64, prefix="myapp_") as shared:
+        assert shared.name.startswith(f"myapp_{os.getpid()}_")
+        assert (Path("/dev/shm") / shared.name).exists()
+    with SharedArray.create(4, np.int64) as shared:
+        assert shared.name.startswith(f"shared_{os.getpid()}_")  # the library's own default

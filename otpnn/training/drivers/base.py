@@ -21,7 +21,7 @@ Contract of :meth:`Driver.run` (every driver keeps it; the coordinator relies on
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import ClassVar, Protocol
 
 import numpy as np
@@ -57,7 +57,7 @@ class Host(Protocol):
 
     def loader(self) -> ActorHandle: ...
 
-    def commit(self, step: int, losses: Sequence[float], corrects: Sequence[float]) -> None:
+    def commit(self, step: int, losses: Iterable[float], corrects: Iterable[float]) -> None:
         """Step ``step`` is done: its state is whole; its shards' (loss, correct) in order."""
         ...
 

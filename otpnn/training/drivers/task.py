@@ -23,7 +23,11 @@ class WorkerSide(Protocol):
     own_process: bool  # a process actor: faults act on the process itself
     sizes: tuple[int, ...]
     activation: str
-    killed: threading.Event  # set once the worker is stopped or killed: write nothing more
+
+    @property
+    def killed(self) -> threading.Event:
+        """Set once the worker is stopped or killed: it must write nothing more."""
+        ...
 
     @property
     def images(self) -> np.ndarray: ...
