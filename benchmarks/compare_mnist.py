@@ -22,7 +22,7 @@ from otpnn.compare import compare, describe, plot, table
 from otpnn.config import TrainConfig
 from otpnn.data import find_mnist, load_dataset
 from otpnn.interchange import export_init, limit_dataset
-from otpnn.training.job import TrainingJob, final_summary
+from otpnn.training import TrainingJob, final_summary
 from otpnn.training.report import job_report, write_report
 
 REPO = Path(__file__).resolve().parents[1]

@@ -25,7 +25,7 @@ from otpnn.data import load_dataset
 from otpnn.faults import Chaos, parse_fault
 from otpnn.logs import configure_logging
 from otpnn.model import params_sha256
-from otpnn.training.job import JobOptions, TrainingJob
+from otpnn.training import JobOptions, TrainingJob
 from otpnn.training.state import Progress
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"

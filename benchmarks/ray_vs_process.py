@@ -26,7 +26,7 @@ from otpnn.data import load_dataset
 from otpnn.logs import configure_logging
 from otpnn.model import init_params, num_params, params_sha256, shard_gradient
 from otpnn.schedule import shard_bounds, steps_per_epoch
-from otpnn.training.job import JobOptions, TrainingJob
+from otpnn.training import JobOptions, TrainingJob
 from supervision import Actor, spawn
 from supervision.ray import RayOptions, connect
 

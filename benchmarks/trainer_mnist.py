@@ -31,12 +31,13 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from otpnn.cli import FORKSERVER_PRELOAD_CLI
 from otpnn.config import TrainConfig
 from otpnn.data import load_dataset
 from otpnn.logs import configure_logging
 from otpnn.model import SGD, init_params, params_sha256, shard_gradient
 from otpnn.schedule import batch_indices, epoch_permutation, shard_bounds, steps_per_epoch
-from otpnn.training.job import FORKSERVER_PRELOAD, JobOptions, TrainingJob
+from otpnn.training import JobOptions, TrainingJob
 from supervision.process import ensure_forkserver
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
@@ -97,8 +98,8 @@ def parallel_bound(cfg: TrainConfig, synchronous: bool, processes: int = 2) -> t
     return max(times), ""
 
 
-def trainer_epoch(cfg: TrainConfig, dataset, lockstep: bool) -> tuple[float, str]:
-    job = TrainingJob(cfg, dataset, JobOptions(lockstep=lockstep))
+def trainer_epoch(cfg: TrainConfig, dataset, protocol: str) -> tuple[float, str]:
+    job = TrainingJob(cfg, dataset, JobOptions(protocol=protocol))
     result = job.run()
     return result["history"][0]["seconds"], params_sha256(result["params"])
 
@@ -125,7 +126,7 @@ def main() -> int:
     )
     args = ap.parse_args()
     configure_logging(quiet=True)
-    ensure_forkserver(FORKSERVER_PRELOAD)  # warm worker processes, as `otpnn train` has them
+    ensure_forkserver(FORKSERVER_PRELOAD_CLI)  # warm worker processes, as `otpnn train` has them
 
     base = TrainConfig(dataset="mnist", data_dir=args.data_dir, epochs=1)
     dataset = load_dataset(base, download=False)
@@ -151,7 +152,7 @@ def main() -> int:
                         **dict(cfg.to_dict(), hidden=cfg.hidden, backend=backend, workers=workers)
                     )
                     label = f"{workers} {backend}" + (" stepwise" if protocol == "stepwise" else "")
-                    runners[label] = partial(trainer_epoch, run, dataset, protocol == "lockstep")
+                    runners[label] = partial(trainer_epoch, run, dataset, protocol)
         results: dict[str, list[tuple[float, str]]] = {label: [] for label in runners}
         for _ in range(args.repeat):
             for label, runner in runners.items():

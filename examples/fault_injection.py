@@ -22,7 +22,7 @@ from otpnn.data import synthetic_dataset
 from otpnn.faults import parse_fault
 from otpnn.logs import configure_logging
 from otpnn.model import params_sha256
-from otpnn.training.job import JobOptions, TrainingJob
+from otpnn.training import JobOptions, TrainingJob
 
 CONFIG = TrainConfig(
     dataset="synthetic", synthetic_train=1024, synthetic_test=256, epochs=2, workers=2, seed=1

@@ -7,14 +7,13 @@ may differ: that is what is being compared.
 
 Equivalence, and why a tolerance: otpnn computes in float32 by default (as the paper's Matrex),
 the Elixir reference always in float64 (Erlang has no other float). From the same initial
-parameters and sample order they follow the same trajectory up to rounding. Measured on MNIST
-(first 10,000 images, batch 64): per-epoch losses agree to ~1e-8 relative for the first two
-epochs (314 steps), then float32 rounding, amplified by training, drifts them apart (2e-3 train,
-2e-2 test loss at step 471). The default tolerance, 1e-3 relative on losses and 0.005 absolute on
+parameters and sample order they follow the same trajectory up to rounding, until float32
+rounding, amplified by training, drifts them apart over a few hundred steps (figures in
+benchmarks/README.md). The default tolerance, 1e-3 relative on losses and 0.005 absolute on
 accuracies, is for short float32-vs-float64 runs: a real difference (another order, a sum
 instead of a mean, a missing shard or momentum) is off by far more from the first epoch. For a
 strict check over long runs compare float64 with float64 (`otpnn export-init --dtype float64`,
-`otpnn train --dtype float64`): those agree to ~1e-15 after 471 steps, so `--rtol 1e-9` holds.
+`otpnn train --dtype float64`): those agree to rounding, so `--rtol 1e-9` holds.
 """
 
 from __future__ import annotations

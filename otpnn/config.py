@@ -21,9 +21,9 @@ BACKENDS = ("thread", "process", "ray")
 INPUT_SIZE = 784
 NUM_CLASSES = 10
 # The default micro-shard is a quarter of the batch but never below this many rows (or the batch).
-# A shard has a fixed cost whatever its rows (~35 small numpy calls, first-layer GEMMs that stream
-# all 100k weights, a whole gradient row written): on the development machine a 16-row shard took
-# as long as a 32-row one (~0.35 ms), and batch 64 in four shards ran at 0.4-0.65x a plain loop.
+# A shard has a fixed cost whatever its rows (small numpy calls, first-layer GEMMs that stream all
+# the weights, a whole gradient row written), so smaller shards cost as much as these (see
+# benchmarks/README.md).
 MIN_DEFAULT_SHARD_ROWS = 32
 
 
@@ -35,10 +35,8 @@ class ConfigError(UsageError, ValueError):
 class TrainConfig:
     """Everything that determines a training run (and, with the seed, its exact result).
 
-    The default lr=0.2, momentum=0.5 (batch 64) was the best of a small grid on MNIST over 6 seeds
-    (5-epoch test accuracy 97.4-97.7%, mean 97.5%; plain SGD lr=0.1 gives ~97.3%); measured with
-    benchmarks/reference_mnist.py.
-    `workers` and `backend` change only speed, never the trained parameters.
+    The default lr=0.2, momentum=0.5 (batch 64) was the best of a small grid on MNIST (see
+    benchmarks/README.md). `workers` and `backend` change only speed, never the trained parameters.
     """
 
     dataset: str = "mnist"

@@ -1,19 +1,18 @@
 """BLAS threads: one per worker process, and one in a process while a training job runs in it.
 
 A worker uses one core: N workers use N cores, and results do not depend on how many threads
-BLAS would otherwise pick. Limiting BLAS after numpy loaded (threadpoolctl) left OpenBLAS's idle
-threads competing with the other workers (measured 3.1 ms vs 2.0 ms per two-shard step with two
-workers), and a process that forks children must not hold BLAS threads: hence the environment of
-worker processes, set before numpy loads (this module imports nothing heavy at import time).
+BLAS would otherwise pick. Limiting BLAS after numpy loaded (threadpoolctl) leaves OpenBLAS's
+idle threads competing with the other workers, and a process that forks children must not hold
+BLAS threads: hence the environment of worker processes, set before numpy loads (this module
+imports nothing heavy at import time).
 
 The process that hosts a job (the CLI, the service, a user's script) keeps its BLAS threads, and
-OpenBLAS's idle threads spin for a while after each threaded call: on a 2-core machine the
-Coordinator's epoch-end evaluation left one spinning into the next epoch, on the workers' cores
-(perf: 9 % of all samples in blas_thread_server; epochs after the first took 0.52-0.64 s instead
-of 0.44-0.49 s, 2 process workers at batch 256). So while any job runs in a process, BLAS there
-uses one thread. Jobs are counted rather than each limiting its own evaluation, so the result does
-not depend on the order in which the service's concurrent jobs start and stop; the last job to
-stop restores what was set before.
+OpenBLAS's idle threads spin for a while after each threaded call: the Coordinator's epoch-end
+evaluation would leave one spinning into the next epoch, on the workers' cores (measurements in
+benchmarks/README.md). So while any job runs in a process, BLAS there uses one thread. Jobs are
+counted rather than each limiting its own evaluation, so the result does not depend on the order in
+which the service's concurrent jobs start and stop; the last job to stop restores what was set
+before.
 """
 
 from __future__ import annotations

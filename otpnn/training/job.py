@@ -4,8 +4,8 @@
 
     JobSupervisor (rest_for_one)
     ├── Loader        dataset once in shared memory; the permutation of each epoch
-    ├── WorkerPool    (one_for_one) worker-0 .. worker-N-1, thread or process actors
-    └── Coordinator   parameters, optimizer, dispatch, in-order reduction, snapshots
+    ├── WorkerPool    (one_for_one) worker-0 .. worker-N-1, thread, process or Ray actors
+    └── Coordinator   the lifecycle of steps and snapshots; its protocol driver computes them
 
 rest_for_one is the dependency order: workers attach to the Loader's segments, the Coordinator
 talks to the workers; a Loader restart therefore restarts everything after it, a worker restart
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -71,19 +72,25 @@ WORKER_SHUTDOWN = 1.0
 FORKSERVER_PRELOAD = ("otpnn.training.forkserver_preload",)
 
 
-
 class ClusterUnreachable(UsageError):
     """``--ray-address`` names no Ray cluster this process can join (the message says why)."""
 
 
 class TrainingJob:
+    """One training job: its tree, its state, and the one lifecycle for whoever runs it.
+
+    ``run()`` is the whole job; ``with job:`` around ``start()`` and ``wait()`` is the same
+    with room for ``inject()`` on the way. Either way the tree is stopped however it ends (the
+    coordinator snapshots first), and the errors are the app's: a UsageError from construction
+    or start, TrainingFailed if the tree gave up, JobStopped after ``request_stop()``."""
+
     def __init__(
         self,
         config: TrainConfig,
         dataset: Dataset,
         options: JobOptions | None = None,
         *,
-        on_progress: Any = None,
+        on_progress: Callable[[Progress], None] | None = None,
         name: str = "job",
     ) -> None:
         self.name = name

@@ -21,7 +21,7 @@ from ray_session import training_helpers
 
 from otpnn.cli import main
 from otpnn.faults import parse_fault
-from otpnn.training.job import JobOptions, TrainingJob
+from otpnn.training import JobOptions, TrainingJob
 from supervision.ray import connect
 
 helpers = training_helpers()

@@ -10,7 +10,7 @@ from otpnn.config import TrainConfig
 from otpnn.data import Dataset, synthetic_dataset
 from otpnn.model import params_sha256
 from otpnn.reference import train_reference
-from otpnn.training.job import JobOptions, TrainingJob
+from otpnn.training import JobOptions, TrainingJob
 
 # 768 samples, batch 64 -> 12 steps an epoch, 4 micro-shards a step; small but not trivial.
 BASE = {

@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from otpnn.training import blas
-from otpnn.training.job import TrainingJob
+from otpnn.training import TrainingJob, blas
 from tests.otpnn.training.conftest import config, dataset
 
 

@@ -10,7 +10,7 @@ import structlog.testing
 
 from otpnn.faults import Chaos, parse_fault
 from otpnn.model import params_sha256
-from otpnn.training.job import JobOptions, TrainingFailed, TrainingJob
+from otpnn.training import JobOptions, TrainingFailed, TrainingJob
 
 WORKER_FAULTS = ["crash", "kill", "exit", "hang"]
 
