@@ -19,6 +19,7 @@ Ray places on any node of the cluster. Ray's own fault tolerance is off (``max_r
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import Future
@@ -58,6 +59,9 @@ class RayOptions:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
+# How long an ended actor's process is kept for the replies it sent to arrive (seconds).
+REPLY_GRACE = 2.0
+
 class RayActorRef(WatchedHandle):
     """A ref to an actor running as a Ray actor; Pykka's ``ActorRef`` interface plus the
     supervision half of :class:`~supervision.refs.ActorHandle`."""
@@ -72,6 +76,7 @@ class RayActorRef(WatchedHandle):
         self._opts = opts
         self._lock = threading.Lock()
         self._pending: dict[int, ThreadingFuture[Any]] = {}
+        self._replies: dict[int, ray.ObjectRef] = {}  # of the pending asks, by the same key
         self._dead = False
         self._kill_reason: Reason | None = None
         self._stop_reason: Reason | None = None
@@ -157,6 +162,7 @@ class RayActorRef(WatchedHandle):
             ref = self._actor.handle.remote(op, message)
             key = id(future)
             self._pending[key] = future
+            self._replies[key] = ref
         ref.future().add_done_callback(lambda done: self._complete(key, done))
         return future
 
@@ -164,6 +170,7 @@ class RayActorRef(WatchedHandle):
         """Runs in Ray's callback thread: only settles the pykka future."""
         with self._lock:
             future = self._pending.pop(key, None)
+            self._replies.pop(key, None)
         if future is None:
             return  # already failed by the watcher
         exc = done.exception()
@@ -216,6 +223,7 @@ class RayActorRef(WatchedHandle):
         else:
             with self._lock:
                 self._dead = True  # refuse new messages while the process is being ended
+            self._deliver_sent_replies()
             ray.kill(self._actor, no_restart=True)
             ray.wait([self._death_ref], num_returns=1)  # returns once Ray confirms the death
             if how == CRASHED:
@@ -224,9 +232,28 @@ class RayActorRef(WatchedHandle):
                 reason = self._stop_reason if self._stop_reason is not None else NORMAL
         self._finish(reason)
 
+    def _deliver_sent_replies(self) -> None:
+        """The behaviour ended (stop, crash): let the replies it had sent reach their askers
+        before the process is killed, which would fail them. The reply to the message that
+        crashed it carries the crash, and the asker must get that, not "actor died". Bounded:
+        asks the behaviour never answered are failed by :meth:`_finish`."""
+        with self._lock:
+            replies = dict(self._replies)
+        if not replies:
+            return
+        ready, _ = ray.wait(list(replies.values()), num_returns=len(replies), timeout=REPLY_GRACE)
+        sent = {key for key, ref in replies.items() if ref in ready}
+        deadline = time.monotonic() + REPLY_GRACE
+        while time.monotonic() < deadline:  # their done-callbacks run in Ray's thread
+            with self._lock:
+                if not sent & self._pending.keys():
+                    return
+            time.sleep(0.001)
+
     def _finish(self, reason: Reason) -> None:
         with self._lock:
             self._dead = True
+            self._replies.clear()
             pending, self._pending = self._pending, {}
         self._report_exit(pending.values(), reason)
 
