@@ -30,7 +30,6 @@ from otpnn.config import TrainConfig
 from otpnn.model import Hyper
 from otpnn.schedule import Batches
 from otpnn.training.fault_planner import FaultPlanner, Planned
-from otpnn.training.state import JobState
 from supervision.refs import ActorHandle
 
 Workers = Sequence[tuple[int, ActorHandle]]  # live workers: (index, handle), by index
@@ -44,12 +43,10 @@ class Host(Protocol):
     """The coordinator, as a driver sees it."""
 
     config: TrainConfig
-    state: JobState
-    batches: Batches
+    batches: Batches  # how steps map to samples and micro-shards
     hyper: Hyper
-    planner: FaultPlanner
-    step_timeout: float
-    total_steps: int
+    planner: FaultPlanner  # which faults the workers act out, and where
+    step_timeout: float  # seconds a worker may take for its part of a step
 
     def await_workers(self) -> Workers:
         """Live workers that have not failed this coordinator (bounded wait for a restart)."""

@@ -27,7 +27,7 @@ from otpnn.model import num_params
 from otpnn.schedule import shard_bounds
 from otpnn.training import segments
 from otpnn.training.drivers import lockstep_rank as ranks
-from otpnn.training.drivers.base import Driver, Interrupted, Workers
+from otpnn.training.drivers.base import Driver, Host, Interrupted, Workers
 from otpnn.training.drivers.lockstep_rank import LockstepSegments, RunSteps
 from otpnn.training.fault_planner import Planned
 from supervision.reasons import describe
@@ -66,6 +66,11 @@ class _Run:
 class LockstepDriver(Driver):
     name = "lockstep"
 
+    def __init__(self, host: Host) -> None:
+        super().__init__(host)
+        self._segments: list[SharedArray] = []  # owned: unlinked by close()
+        self._run_id = 0  # runs are numbered in the control segment's cells
+
     @classmethod
     def unsupported(cls, backend: str) -> str | None:
         if backend not in ("thread", "process"):
@@ -80,8 +85,6 @@ class LockstepDriver(Driver):
         n_params = num_params(cfg.layer_sizes)
         max_shards = len(shard_bounds(cfg.batch_size, cfg.effective_shard_size))
         per_epoch = self.host.batches.steps_per_epoch
-        self._segments: list[SharedArray] = []
-        self._run_id = 0
         self._control = self._own(  # first: close() needs it once anything is owned
             segments.create(ranks.control_shape(cfg.workers or 1), np.int64)
         )
@@ -96,13 +99,12 @@ class LockstepDriver(Driver):
         return self._params.array[step % 2], self._velocity.array[step % 2]
 
     def close(self) -> None:
-        segments = getattr(self, "_segments", [])
-        if segments:  # a run may be going on without us: its workers must leave it
+        if self._segments:  # a run may be going on without us: its workers must leave it
             self._control.array[0, ranks.ABORT] = self._run_id
-        for shared in segments:
+        for shared in self._segments:
             shared.close()
             shared.unlink()
-        segments.clear()
+        self._segments.clear()
 
     def _own(self, shared: SharedArray) -> SharedArray:
         self._segments.append(shared)

@@ -133,6 +133,10 @@ class SharedMemoryTransport:
 class StepwiseDriver(Driver):
     name = "stepwise"
 
+    def __init__(self, host: Host) -> None:
+        super().__init__(host)
+        self._segments: list[SharedArray] = []  # owned: unlinked by close()
+
     @classmethod
     def unsupported(cls, backend: str) -> str | None:
         return None  # messages only: any worker kind, any machine
@@ -142,7 +146,6 @@ class StepwiseDriver(Driver):
         dtype = np.dtype(cfg.dtype)
         n_params = num_params(cfg.layer_sizes)
         max_shards = len(shard_bounds(cfg.batch_size, cfg.effective_shard_size))
-        self._segments: list[SharedArray] = []
         self._arrays = StepArrays(
             self._own(segments.create((2, n_params), dtype)),
             self._own(segments.create((2, n_params), dtype)),
@@ -172,10 +175,10 @@ class StepwiseDriver(Driver):
         self._transport.open_epoch(epoch)
 
     def close(self) -> None:
-        for shared in getattr(self, "_segments", []):
+        for shared in self._segments:
             shared.close()
             shared.unlink()
-        self._segments = []
+        self._segments.clear()
 
     # -- steps --------------------------------------------------------------------------------
     def run(self, first: int, last: int, epoch: int) -> None:
