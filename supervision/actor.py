@@ -113,7 +113,7 @@ class ThreadActorRef(MonitoredHandle, pykka.ActorRef[Any]):
 
     # ActorHandle.stop returns whether the actor exited, for every kind, where pykka's overloads
     # return a Future for block=False: a deliberate difference of the supervision API.
-    def stop(  # type: ignore[override]
+    def stop(  # type: ignore[override]  # a bool, as ActorHandle.stop, not pykka's Future
         self, block: bool = True, timeout: float | None = None, *, reason: Reason = NORMAL
     ) -> bool:
         """Stop after the messages already sent, running ``on_stop``; exit with ``reason``.

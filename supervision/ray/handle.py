@@ -38,8 +38,8 @@ from supervision.ray.runner import CRASHED, EXIT_GROUP, RayRunner
 from supervision.reasons import KILLED, NORMAL, Reason
 from supervision.refs import MonitorSet, WatchedHandle, fail
 
-# ray.remote accepts concurrency_groups for actor classes; its typed overloads omit it
-_remote_runner = ray.remote(concurrency_groups={EXIT_GROUP: 2})(RayRunner)  # type: ignore[call-overload]
+_remote: Any = ray.remote  # it takes concurrency_groups for actor classes; its overloads omit it
+_remote_runner = _remote(concurrency_groups={EXIT_GROUP: 2})(RayRunner)
 
 
 @dataclass(frozen=True)
