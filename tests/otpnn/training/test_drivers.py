@@ -123,3 +123,19 @@ def test_a_worker_lost_in_a_stretch_is_reported_and_its_work_redone(
     assert sha == reference_sha(epochs=1, workers=2, backend="thread")
     assert host.fired == [(5, 1, "crash")]
     assert host.failures == [(5, 1, "crash")]
+
+
+def test_a_new_protocol_is_one_driver_class_registered_by_name(monkeypatch) -> None:
+    """What adding a protocol takes: a Driver subclass, and its name in DRIVERS. The options
+    resolver, the job, the coordinator, the Worker and the report take it from there."""
+    from otpnn.training import JobOptions, TrainingJob
+    from otpnn.training.drivers import stepwise
+
+    class Relay(stepwise.StepwiseDriver):  # a new name for known arithmetic, to prove the seam
+        name = "relay"
+
+    monkeypatch.setitem(DRIVERS, Relay.name, Relay)
+    job = TrainingJob(CFG, dataset(), JobOptions(protocol="relay"))
+    sha = params_sha256(job.run()["params"])
+    assert job.protocol == "relay"
+    assert sha == reference_sha(epochs=1, workers=2, backend="thread")
