@@ -31,13 +31,13 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from otpnn.cli import FORKSERVER_PRELOAD_CLI
 from otpnn.config import TrainConfig
 from otpnn.data import load_dataset
 from otpnn.logs import configure_logging
 from otpnn.model import SGD, init_params, params_sha256, shard_gradient
 from otpnn.schedule import batch_indices, epoch_permutation, shard_bounds, steps_per_epoch
 from otpnn.training import JobOptions, TrainingJob
+from otpnn.training.job import FORKSERVER_PRELOAD
 from supervision.process import ensure_forkserver
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
@@ -126,7 +126,7 @@ def main() -> int:
     )
     args = ap.parse_args()
     configure_logging(quiet=True)
-    ensure_forkserver(FORKSERVER_PRELOAD_CLI)  # warm worker processes, as `otpnn train` has them
+    ensure_forkserver(FORKSERVER_PRELOAD)  # warm worker processes, as `otpnn train` has them
 
     base = TrainConfig(dataset="mnist", data_dir=args.data_dir, epochs=1)
     dataset = load_dataset(base, download=False)
