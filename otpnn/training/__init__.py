@@ -14,10 +14,10 @@ described in README.md.
 """
 
 from otpnn.errors import JobStopped, OtpnnError, TrainingFailed, UsageError
-from otpnn.training.job import ClusterUnreachable, TrainingJob, final_summary
+from otpnn.training.job import ClusterUnreachable, TrainingJob
 from otpnn.training.memory import JobTooLarge
 from otpnn.training.options import PROTOCOLS, JobOptions, OptionsError, RunPlan, resolve
-from otpnn.training.report import job_report, write_report
+from otpnn.training.report import final_summary, job_report, write_report
 from otpnn.training.resume_point import CHECKPOINT_FILE, ResumeError
 from otpnn.training.state import Event, Progress
 

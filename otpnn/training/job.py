@@ -29,13 +29,13 @@ from otpnn.config import TrainConfig
 from otpnn.data import Dataset
 from otpnn.errors import JobStopped, TrainingFailed, UsageError
 from otpnn.faults import Fault
-from otpnn.model import params_sha256
 from otpnn.schedule import steps_per_epoch
 from otpnn.training import blas
 from otpnn.training.coordinator import Coordinator, CoordinatorContext
 from otpnn.training.loader import Loader
 from otpnn.training.memory import check_memory
 from otpnn.training.options import JobOptions, check_fault_targets, resolve
+from otpnn.training.report import final_summary
 from otpnn.training.resume_point import (
     CHECKPOINT_FILE,
     ResumeError,
@@ -405,12 +405,3 @@ class TrainingJob:
             lines.append("no checkpoint on disk (use --checkpoint-dir to keep one)")
         return "\n".join(lines)
 
-
-def final_summary(job: TrainingJob, result: dict[str, Any]) -> dict[str, Any]:
-    history = result["history"]
-    return {
-        "test_accuracy": history[-1]["test_accuracy"] if history else None,
-        "params_sha256": params_sha256(result["params"]),
-        "steps": job.state.progress.step,
-        "seconds": time.perf_counter() - job.started_at,
-    }

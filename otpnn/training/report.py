@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from threadpoolctl import threadpool_info
 
 from otpnn.atomic import write_atomic
 from otpnn.config import TrainConfig
+from otpnn.model import params_sha256
 
 if TYPE_CHECKING:
     from otpnn.training.job import TrainingJob
@@ -84,6 +86,17 @@ def job_report(job: TrainingJob, final: dict[str, Any] | None) -> dict[str, Any]
         dataset=job.dataset.name,
         protocol=job.protocol,
     )
+
+
+def final_summary(job: TrainingJob, result: dict[str, Any]) -> dict[str, Any]:
+    """The report's ``final`` for a job that succeeded with ``result``."""
+    history = result["history"]
+    return {
+        "test_accuracy": history[-1]["test_accuracy"] if history else None,
+        "params_sha256": params_sha256(result["params"]),
+        "steps": job.state.progress.step,
+        "seconds": time.perf_counter() - job.started_at,
+    }
 
 
 def write_report(path: str | os.PathLike, report: dict[str, Any]) -> None:
