@@ -27,6 +27,7 @@ import structlog
 
 from otpnn.config import TrainConfig
 from otpnn.data import Dataset
+from otpnn.dirlock import DirLock
 from otpnn.errors import JobStopped, TrainingFailed, UsageError
 from otpnn.faults import Fault
 from otpnn.schedule import steps_per_epoch
@@ -120,6 +121,12 @@ class TrainingJob:
             if self.options.checkpoint_dir
             else None
         )
+        # One job writes a checkpoint directory at a time (held from start() to stop()).
+        self._dir_lock = (
+            DirLock(self.options.checkpoint_dir, "otpnn training job")
+            if self.options.checkpoint_dir
+            else None
+        )
         if self.options.resume:
             self._load_resume_point()
 
@@ -131,6 +138,9 @@ class TrainingJob:
         Until stop(), BLAS in this process uses one thread (see otpnn.training.blas: idle
         OpenBLAS threads would spin on the workers' cores)."""
         self.started_at = time.perf_counter()
+        if self._dir_lock is not None:
+            self._dir_lock.path.parent.mkdir(parents=True, exist_ok=True)
+            self._dir_lock.acquire()  # DirectoryBusy: another job writes there
         if not self._holds_blas:
             blas.hold_one_thread()
             self._holds_blas = True
@@ -315,6 +325,8 @@ class TrainingJob:
             self._ray = None
         with self._persist_lock:  # waits for a write in progress; none starts after this
             self._closed = True
+        if self._dir_lock is not None:
+            self._dir_lock.release()
         if self._holds_blas:
             blas.release_one_thread()
             self._holds_blas = False

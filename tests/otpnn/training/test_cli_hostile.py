@@ -181,3 +181,28 @@ def test_a_closed_pipe_on_stderr_does_not_wedge_a_failing_run() -> None:
     proc.stdout.readline()
     proc.stdout.close()
     assert proc.wait(timeout=60) == 1  # it used to hang forever in a log call
+
+
+def test_a_second_copy_on_the_same_checkpoint_dir_is_refused(tmp_path) -> None:
+    ckpt = str(tmp_path / "ck")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "otpnn", "train", *SMALL, "--epochs", "2", "--workers", "2",
+         "--checkpoint-dir", ckpt, "--fault", "slow=30:worker=any@step=2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        lock = tmp_path / "ck" / ".otpnn.lock"
+        deadline = time.monotonic() + 30
+        while not (lock.exists() and lock.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = otpnn("train", *SMALL, "--epochs", "2", "--workers", "1", "--checkpoint-dir", ckpt)
+        assert second.returncode == 2, second.stderr
+        assert f"in use by another otpnn training job (pid {first.pid})" in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+    assert first.returncode == 143
+    # The lock went with its holder: the directory is free again.
+    third = otpnn("train", *SMALL, "--epochs", "2", "--workers", "2", "--checkpoint-dir", ckpt,
+                  "--resume")  # fmt: skip
+    assert third.returncode == 0, third.stderr
