@@ -100,7 +100,8 @@ class ChildInfo:
     """One row of ``which_children``. ``ref`` is None when the child is not running;
     ``status`` is ``running``, ``restarting`` (waiting for a backoff or a retry) or
     ``undefined`` (not running, as OTP's ``undefined`` pid). A child of ``type="supervisor"``
-    has a ref with its own ``which_children``."""
+    has a ref with its own ``which_children``. ``last_reason`` is why its latest incarnation
+    exited (``describe``d), None while the first one lives: what observer shows per process."""
 
     id: Hashable
     ref: ActorHandle | None
@@ -111,6 +112,7 @@ class ChildInfo:
     restart: Restart
     name: str | None
     status: Literal["running", "restarting", "undefined"]
+    last_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -209,6 +211,7 @@ class _SupervisorRefBase(ThreadActorRef):
                 "pid": info.pid,
                 "status": info.status,
                 "restarts": info.restarts,
+                "last_reason": info.last_reason,
             }
             if isinstance(info.ref, _SupervisorRefBase):
                 with contextlib.suppress(ActorDeadError):
@@ -559,6 +562,7 @@ class SupervisorActor(Actor):
                 status="running"
                 if c.handle is not None
                 else ("restarting" if c.restarting else "undefined"),
+                last_reason=describe(c.last_reason) if c.last_reason is not None else None,
             )
             for c in self._children
         ]

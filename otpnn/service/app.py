@@ -22,8 +22,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from otpnn.config import ConfigError
 from otpnn.faults import FaultSpecError
 from otpnn.service.auth import BearerAuth
+from otpnn.service.dashboard import PageHeaders, mount_dashboard
 from otpnn.service.jobs import Conflict, JobManager
 from otpnn.service.limits import MAX_BODY, BodyLimit
+from otpnn.service.live import LiveFeed
 from otpnn.service.metrics import CONTENT_TYPE, registry_for, render
 from otpnn.service.schema import FaultRequest, JobRequest
 from otpnn.service.store import UnknownJob
@@ -58,9 +60,12 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.manager = manager
+    app.state.live = LiveFeed(manager)  # the server closes it when it starts shutting down
     _errors(app)
     _routes(app, manager)
+    mount_dashboard(app, app.state.live)
     app.add_middleware(BodyLimit, limit=max_body)
+    app.add_middleware(PageHeaders)
     if token is not None:
         app.add_middleware(BearerAuth, token=token)  # outermost: nothing runs unauthenticated
     return app

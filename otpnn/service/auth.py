@@ -1,4 +1,5 @@
-"""Bearer-token authentication: with a token file, every endpoint but /healthz needs it."""
+"""Bearer-token authentication: with a token file, every endpoint but /healthz and the
+dashboard's static page needs it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from otpnn.service.limits import json_error
 
-OPEN_PATHS = frozenset({"/healthz"})
+# The dashboard's page and files hold no data (it comes through the API, with the token).
+OPEN_PATHS = frozenset({"/healthz", "/"})
+OPEN_PREFIXES = ("/ui/",)
 
 
 def read_token(path: str | Path) -> str:
@@ -28,7 +31,8 @@ class BearerAuth:
         self.expected = f"Bearer {token}".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        path = scope["path"]
+        if scope["type"] != "http" or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"authorization", b"")

@@ -240,6 +240,14 @@ class JobManager:
             "children": _json_ids(self.root.tree(timeout=5)),
         }
 
+    def trainer(self, job_id: str) -> TrainingJob | None:
+        """The job's running trainer, for observers to read (progress, events, snapshots),
+        or None when it is not running; UnknownJob for an unknown id."""
+        with self._lock:
+            self._record(job_id)
+            run = self._runs.get(job_id)
+            return run.job if run is not None else None
+
     def _record(self, job_id: str) -> dict[str, Any]:
         record = self._records.get(job_id)
         if record is None:

@@ -36,12 +36,12 @@ class JobCollector:
         yield steps
 
         job_step = GaugeMetricFamily(
-            "otpnn_job_step", "Current step of a running job.", labels=["job"]
+            "otpnn_job_step", "Current step of a running job.", labels=["job_id"]
         )
         speed = GaugeMetricFamily(
             "otpnn_job_samples_per_second",
             "Training speed of a running job's last finished epoch.",
-            labels=["job"],
+            labels=["job_id"],
         )
         restarts: dict[str, int] = {}
         faults = 0

@@ -136,6 +136,17 @@ def test_restarts_outside_the_window_do_not_accumulate(events: list) -> None:
     sup.stop(timeout=5)
 
 
+def test_which_children_keeps_the_last_exit_reason_across_a_restart(events: list) -> None:
+    sup = Supervisor.start_link(specs(events, "a", "b"))
+    assert [c.last_reason for c in sup.which_children()] == [None, None]
+    crash(child_ref(sup, "a"), sup)
+    a, b = sup.tree()
+    assert (a["status"], a["restarts"]) == ("running", 1)
+    assert a["last_reason"].startswith("Crash")  # what observer shows: why it last exited
+    assert b["last_reason"] is None
+    sup.stop(timeout=5)
+
+
 def test_escalation_parent_restarts_a_child_supervisor_that_gave_up(events: list) -> None:
     clock = FakeClock()
     inner = Supervisor.child_spec(

@@ -143,7 +143,7 @@ def test_tree_shows_the_running_job_down_to_its_worker_processes(service) -> Non
     }
     assert all(w["kind"] == "process" and w["restarts"] == 0 for w in pool["children"])
     metrics = svc.client.get("/metrics").text
-    assert f'otpnn_job_step{{job="{job_id}"}}' in metrics
+    assert f'otpnn_job_step{{job_id="{job_id}"}}' in metrics
     svc.client.post(f"/jobs/{job_id}/cancel")
     svc.wait(job_id)
 
