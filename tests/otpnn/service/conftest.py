@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from otpnn.config import TrainConfig
 from otpnn.data import synthetic_dataset
@@ -62,6 +63,8 @@ class Service:
     client: httpx.Client
     manager: JobManager
     state_dir: Path
+    app: FastAPI
+    stop: Callable[[], None]  # shut the server down now (the fixture's teardown does too)
 
     def submit(self, **overrides: Any) -> str:
         r = self.client.post("/jobs", json={**JOB, **overrides})
@@ -123,7 +126,13 @@ def service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
             assert thread.is_alive(), "the server thread died while starting"
             assert time.monotonic() < deadline, "the server did not start within 10 s"
             time.sleep(0.01)
-        return Service(url, client, app.state.manager, state.resolve())
+
+        def stop() -> None:
+            server.should_exit = True
+            thread.join(30)
+            assert not thread.is_alive(), "the server thread did not stop"
+
+        return Service(url, client, app.state.manager, state.resolve(), app, stop)
 
     yield start
     for server, thread, client, sock in running:
