@@ -190,7 +190,7 @@ function renderJobs() {
     badge.className = `state state-${j.state}`;
     badge.textContent = j.state;
     cell(row, badge);
-    cell(row, `${[784, ...c.hidden, 10].join("-")} ${c.activation} · ${c.dataset}`);
+    cell(row, `${[784, ...c.hidden, 10].join("-")} ${c.activation}`).title = c.dataset;
     cell(row, `${c.backend} × ${c.workers}`);
     const bar = document.createElement("progress");
     bar.max = Math.max(1, j.total_steps);
