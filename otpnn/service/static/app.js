@@ -18,6 +18,7 @@ const state = {
   fine: [], // the watched job's points within epochs
   events: [],
   feed: null, // AbortController of the live feed
+  jobsFrame: 0, // a pending redraw of the jobs table
   fields: [],
   formBuilt: false,
 };
@@ -112,7 +113,7 @@ function onEvent(name, data) {
   } else if (name === "status") {
     noteRate(data);
     state.jobs.set(data.id, data);
-    renderJobs();
+    scheduleJobs();
     if (data.id === state.watched) renderJobHead();
   } else if (name === "tree") {
     state.tree = data;
@@ -169,6 +170,15 @@ function button(label, action, cls) {
     action().catch((e) => setMessage(e.message, "error"));
   });
   return b;
+}
+
+// A look may bring many statuses: the table is drawn once per frame.
+function scheduleJobs() {
+  if (state.jobsFrame) return;
+  state.jobsFrame = requestAnimationFrame(() => {
+    state.jobsFrame = 0;
+    renderJobs();
+  });
 }
 
 function renderJobs() {
