@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -23,13 +23,12 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LONG = {"synthetic_train": 8192, "epochs": 20}
 
 
-def read_events(
-    response: httpx.Response, until: str, limit: int = 200
-) -> Iterator[tuple[str, dict]]:
-    """(event, data) pairs from an SSE response, up to and including the first ``until``."""
+def read_events(lines: Iterator[str], until: str, limit: int = 800) -> Iterator[tuple[str, dict]]:
+    """(event, data) pairs from an SSE response's lines, up to and including the first
+    ``until``. The caller keeps ``lines``: dropping the iterator closes the connection."""
     name = None
-    for i, line in enumerate(response.iter_lines()):
-        assert i < limit * 4, "the event never came"
+    for i, line in enumerate(lines):
+        assert i < limit, f"no {until} event in the first {limit} lines"
         if line.startswith("event: "):
             name = line[len("event: ") :]
         elif line.startswith("data: ") and name is not None:
@@ -37,9 +36,10 @@ def read_events(
             if name == until:
                 return
             name = None
+    raise AssertionError(f"the stream ended before a {until} event")
 
 
-def wait_for(condition, what: str, timeout: float = 30) -> None:
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -103,8 +103,9 @@ def test_the_feed_sends_a_watched_jobs_status_tree_curves_and_events(service) ->
     job_id = svc.submit()
     svc.wait(job_id)
     with svc.client.stream("GET", f"/live?job={job_id}") as r:
+        assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
-        got = dict(read_events(r, until="events"))
+        got = dict(read_events(r.iter_lines(), until="events"))
     assert got["hello"]["job"] == job_id
     assert got["status"] == svc.job(job_id)
     job_node = got["tree"]["children"][0]
@@ -145,8 +146,10 @@ def test_a_closed_client_stops_its_stream(service) -> None:
     svc = service()
     live = svc.app.state.live
     with httpx.Client(base_url=svc.url) as tab, tab.stream("GET", "/live") as r:
-        dict(read_events(r, until="hello"))
+        lines = r.iter_lines()  # kept: dropping it would close the connection here already
+        dict(read_events(lines, until="hello"))
         wait_for(lambda: live.streams == 1, "the stream to be counted")
+        assert live.streams == 1  # still open while the client is
     # the response and the client are closed: the connection is gone
     wait_for(lambda: live.streams == 0, "the stream to end after its client left")
 
