@@ -200,7 +200,8 @@ function renderJobs() {
     badge.className = `state state-${j.state}`;
     badge.textContent = j.state;
     cell(row, badge);
-    cell(row, `${[784, ...c.hidden, 10].join("-")} ${c.activation}`).title = c.dataset;
+    cell(row, `${[784, ...c.hidden, 10].join("-")} ${c.activation}`).title =
+      `${c.dataset}; synchronous SGD: lr ${c.lr}, momentum ${c.momentum}, batch ${c.batch_size}, ${c.dtype}`;
     cell(row, `${c.backend} × ${c.workers}`);
     const bar = document.createElement("progress");
     bar.max = Math.max(1, j.total_steps);
