@@ -10,7 +10,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -250,9 +249,3 @@ def test_metrics_label_a_job_by_job_id_and_pass_promtool(service) -> None:
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
     )
     assert check.returncode == 0, check.stdout + check.stderr
-
-
-def test_static_files_ship_with_the_package() -> None:
-    assert {"index.html", "app.js", "api.js", "dashboard.css"} <= {
-        p.name for p in Path(STATIC).iterdir()
-    }
