@@ -94,12 +94,13 @@ class LiveFeed:
         if snap is None:
             return {"epochs": [], "running": None}
         running = None
-        if snap.epoch_samples:
+        tally = snap.tally  # the epoch in progress, so far
+        if tally.samples:
             running = {
                 "step": snap.step,
                 "epoch": len(snap.history) + 1,
-                "train_loss": snap.epoch_loss_sum / snap.epoch_samples,
-                "train_accuracy": snap.epoch_correct / snap.epoch_samples,
+                "train_loss": tally.loss_sum / tally.samples,
+                "train_accuracy": tally.correct / tally.samples,
             }
         return {"epochs": list(snap.history), "running": running}
 
@@ -145,7 +146,7 @@ class LiveFeed:
 
     def look(self, cursor: _Cursor) -> list[str]:
         """One look at the service: the frames for what changed since ``cursor``'s last."""
-        frames = []
+        frames: list[str] = []
         for status in self.manager.jobs():
             self._changed(frames, cursor, f"status:{status['id']}", "status", status)
         if cursor.job_id is None:
