@@ -47,6 +47,7 @@ def test_submit_poll_then_fetch_report_and_model(service, fault_free_sha, tmp_pa
         f"jobs/{job_id}/report.json",
         f"jobs/{job_id}/model.safetensors",
         f"jobs/{job_id}/ckpt/checkpoint.safetensors",
+        f"jobs/{job_id}/ckpt/.otpnn.lock",  # the job's hold on its checkpoint directory
     }
     record = json.loads((svc.state_dir / "jobs" / job_id / "job.json").read_text())
     assert record["state"] == "succeeded"
