@@ -19,7 +19,7 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from otpnn.config import ACTIVATIONS, BACKENDS, DATASETS, DTYPES, TrainConfig
+from otpnn.config import ACTIVATIONS, ALGORITHMS, BACKENDS, DATASETS, DTYPES, TrainConfig
 from otpnn.data import load_dataset
 from otpnn.faults import Chaos, parse_fault
 from otpnn.logs import AboveTheBar, configure_logging
@@ -89,6 +89,29 @@ class _Finite(click.FloatRange):
     show_default=True,
     help="lockstep: workers run the steps over shared memory; stepwise: the coordinator sends "
     "every step and does the update (Ray's); auto: lockstep where it works.",
+)
+@click.option(
+    "--algorithm",
+    type=click.Choice(ALGORITHMS),
+    default="sync",
+    show_default=True,
+    help="sync: one averaged gradient per step, the same bits for any workers; local-sgd: each "
+    "worker trains its own replica, averaged every --sync-every steps (depends on --workers).",
+)
+@click.option(
+    "--sync-every",
+    type=int,
+    default=TrainConfig.sync_every,
+    show_default=True,
+    metavar="H",
+    help="local-sgd: local steps between averages.",
+)
+@click.option(
+    "--warmup-steps",
+    type=int,
+    default=TrainConfig.warmup_steps,
+    show_default=True,
+    help="local-sgd: synchronous steps first (post-local SGD).",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--synthetic-train", type=int, default=TrainConfig.synthetic_train, show_default=True)

@@ -18,6 +18,7 @@ DATASETS = ("mnist", "synthetic")
 ACTIVATIONS = ("relu", "sigmoid")
 DTYPES = ("float32", "float64")
 BACKENDS = ("thread", "process", "ray")
+ALGORITHMS = ("sync", "local-sgd")  # see otpnn.local_sgd
 INPUT_SIZE = 784
 NUM_CLASSES = 10
 # The default micro-shard is a quarter of the batch but never below this many rows (or the batch).
@@ -36,7 +37,9 @@ class TrainConfig:
     """Everything that determines a training run (and, with the seed, its exact result).
 
     The default lr=0.2, momentum=0.5 (batch 64) was the best of a small grid on MNIST (see
-    benchmarks/README.md). `workers` and `backend` change only speed, never the trained parameters.
+    benchmarks/README.md). `workers` and `backend` change only speed, never the trained parameters,
+    except with ``algorithm="local-sgd"``: each worker count is its own algorithm there (the
+    number of replicas averaged; `sync_every` and `warmup_steps` see :mod:`otpnn.local_sgd`).
     """
 
     dataset: str = "mnist"
@@ -56,6 +59,9 @@ class TrainConfig:
     synthetic_train: int = 2048
     synthetic_test: int = 512
     checkpoint_every: int = 0
+    algorithm: str = "sync"
+    sync_every: int = 8  # local-sgd: local steps between averages
+    warmup_steps: int = 0  # local-sgd: synchronous steps first
 
     def __post_init__(self) -> None:
         hidden: object = self.hidden  # a JSON request gives a list
@@ -90,6 +96,14 @@ class TrainConfig:
         _int("synthetic_train", self.synthetic_train, 1)
         _int("synthetic_test", self.synthetic_test, 1)
         _int("checkpoint_every", self.checkpoint_every, 0)
+        _choice("algorithm", self.algorithm, ALGORITHMS)
+        _int("sync_every", self.sync_every, 1)
+        _int("warmup_steps", self.warmup_steps, 0)
+        if self.algorithm == "sync":
+            for field in ("sync_every", "warmup_steps"):
+                value, default = getattr(self, field), _DEFAULTS[field]
+                if value != default:
+                    _fail(field, value, f"{default} (it applies to algorithm 'local-sgd' only)")
 
     @property
     def effective_shard_size(self) -> int:
@@ -122,6 +136,9 @@ class TrainConfig:
                 f"allowed: {', '.join(sorted(known))}"
             )
         return cls(**d)
+
+
+_DEFAULTS = {"sync_every": TrainConfig.sync_every, "warmup_steps": TrainConfig.warmup_steps}
 
 
 def _fail(field: str, value: object, allowed: str) -> None:

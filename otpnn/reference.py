@@ -68,7 +68,12 @@ def train_reference(
     cfg: TrainConfig, dataset: Dataset, *, on_epoch: Callable[[dict], None] | None = None
 ) -> ReferenceResult:
     """Train cfg.epochs epochs; history rows carry epoch (from 1), seconds (training loop only),
-    samples_per_second, train_loss/train_accuracy (during the epoch) and test_loss/accuracy."""
+    samples_per_second, train_loss/train_accuracy (during the epoch) and test_loss/accuracy.
+    A local-sgd config trains by :mod:`otpnn.reference_local_sgd` (its own loop, same rows)."""
+    if cfg.algorithm == "local-sgd":
+        from otpnn.reference_local_sgd import train_local_sgd_reference  # it imports this module
+
+        return train_local_sgd_reference(cfg, dataset, on_epoch=on_epoch)
     params = init_params(cfg)
     result = ReferenceResult(params, SGD(cfg.lr, cfg.momentum, cfg.weight_decay))
     buffers = StepBuffers(cfg, params.size)

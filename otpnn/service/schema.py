@@ -57,6 +57,15 @@ class JobRequest(BaseModel):
     checkpoint_every: Annotated[int, Field(ge=0, le=1_000_000)] | None = Field(
         None, description="Steps between checkpoints; 0 = epoch ends; default: the service's."
     )
+    algorithm: Literal["sync", "local-sgd"] = Field(
+        "sync", description="local-sgd: replicas averaged every sync_every steps (see README)."
+    )
+    sync_every: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        8, description="local-sgd: local steps between averages."
+    )
+    warmup_steps: Annotated[int, Field(ge=0, le=100_000_000)] = Field(
+        0, description="local-sgd: synchronous steps first (post-local SGD)."
+    )
     faults: Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=32)] = Field(
         [], description="Fault specs KIND:TARGET@WHEN, as --fault; for the first run only."
     )

@@ -7,7 +7,8 @@ update applied. How a stretch of steps is computed is the protocol driver's busi
 where a stretch ends and counts what it finished:
 
 - a stretch runs from the next step to the next stop point: the epoch's end, a checkpoint, or
-  a planned fault of the coordinator, the pool or the loader (acted out before its step);
+  a planned fault of the coordinator, the pool or the loader (acted out before its step),
+  moved on to the driver's next boundary (local SGD's state is whole at averages only);
 - a committed step is counted once into the epoch's tally; at the epoch's end the test set is
   evaluated and the epoch's row recorded; at epoch ends and checkpoints a snapshot is kept in
   :class:`JobState` (and persisted by the job), from which a restarted coordinator resumes;
@@ -158,7 +159,8 @@ class Coordinator(FaultTarget, Actor):
         done = self._step
         row = self._end_epoch(epoch) if done == epoch * self.batches.steps_per_epoch else None
         state.advance(done, epoch, self.total_steps, row)
-        if row is not None or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0):
+        every = cfg.checkpoint_every  # a multiple reached (or passed, to a driver's boundary)
+        if row is not None or (every and (t - 1) // every < done // every):
             self._snapshot(epoch_end=row is not None)
         if done >= self.total_steps:
             self._finish()
@@ -170,7 +172,7 @@ class Coordinator(FaultTarget, Actor):
         every = self.config.checkpoint_every
         if every:
             last = min(last, -(-t // every) * every)
-        return self.planner.stop_point(t, last, self.total_steps)
+        return self._driver.boundary(self.planner.stop_point(t, last, self.total_steps))
 
     def commit(self, step: int, losses: Iterable[float], corrects: Iterable[float]) -> None:
         """Step ``step`` is done (the driver's state after it is whole): count it."""

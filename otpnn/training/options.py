@@ -7,6 +7,8 @@ message, before anything starts:
 - the protocol: the caller's wish (``auto``, or a driver's name) against what the backend's
   workers and this machine support; ``auto`` takes the first driver that can
   (see :mod:`otpnn.training.drivers`);
+- the algorithm: one other than ``sync`` runs its own driver (``--protocol`` must be ``auto``),
+  if the backend's workers support it;
 - fault targets: a fault for worker I needs I < the worker count;
 - Ray: ``ray_address`` only with the ray backend, which needs Ray installed;
 - resuming needs a checkpoint directory.
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from otpnn.config import TrainConfig
 from otpnn.errors import UsageError
 from otpnn.faults import Chaos, Fault
-from otpnn.training.drivers import DRIVERS
+from otpnn.training.drivers import ALGORITHM_DRIVERS, DRIVERS
 
 AUTO = "auto"
 PROTOCOLS = (AUTO, *DRIVERS)  # what a caller may ask for
@@ -75,7 +77,22 @@ def resolve(config: TrainConfig, options: JobOptions) -> RunPlan:
     if options.resume and not options.checkpoint_dir:
         raise OptionsError("--resume needs --checkpoint-dir (where the checkpoint is)")
     check_fault_targets(options.faults, workers)
+    if config.algorithm != "sync":
+        return RunPlan(workers, resolve_algorithm(config.algorithm, config.backend, options))
     return RunPlan(workers, resolve_protocol(config.backend, options.protocol))
+
+
+def resolve_algorithm(algorithm: str, backend: str, options: JobOptions) -> str:
+    """An algorithm other than sync is its own driver; ``--protocol`` chooses among sync's."""
+    if options.protocol != AUTO:
+        raise OptionsError(
+            f"--protocol {options.protocol} applies to --algorithm sync; "
+            f"--algorithm {algorithm} has a protocol of its own"
+        )
+    why = ALGORITHM_DRIVERS[algorithm].unsupported(backend)
+    if why is not None:
+        raise OptionsError(f"--algorithm {algorithm} with --backend {backend}: {why}")
+    return algorithm
 
 
 def resolve_protocol(backend: str, wish: str) -> str:

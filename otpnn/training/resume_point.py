@@ -5,7 +5,8 @@ A checkpoint is input like any other: its bytes are verified by :mod:`otpnn.chec
 here its meaning is. Rules:
 
 - The config must be the job's, except the fields in ``RESUMABLE_FIELDS`` (they change speed or
-  length, never the arithmetic).
+  length, never the arithmetic; with local SGD the worker count does: it must be the same). A
+  field the checkpoint predates counts as its default.
 - ``step`` is an integer from 0 to the job's last step. A checkpoint past the job's end was made
   by a longer run: resuming it with fewer epochs is refused, naming how many it needs. A
   checkpoint exactly at the end is a finished run: the job completes at once with its result.
@@ -25,12 +26,15 @@ from otpnn.checkpoint import load_checkpoint, save_checkpoint
 from otpnn.config import TrainConfig
 from otpnn.errors import UsageError
 from otpnn.model import SGD, num_params
+from otpnn.reference_local_sgd import schedule_of
 from otpnn.schedule import steps_per_epoch
 from otpnn.training.state import EpochTally, Snapshot
 
 CHECKPOINT_FILE = "checkpoint.safetensors"  # in a job's checkpoint directory
 # Fields that change speed or length, never the arithmetic: a run may resume with other values.
 RESUMABLE_FIELDS = ("workers", "backend", "data_dir", "checkpoint_every", "epochs")
+# Local SGD averages one replica per worker: the worker count is part of its arithmetic.
+LOCAL_SGD_RESUMABLE = tuple(f for f in RESUMABLE_FIELDS if f != "workers")
 
 
 class ResumeError(UsageError, ValueError):
@@ -46,7 +50,9 @@ def read_resume_point(path: Path, config: TrainConfig, n_train: int) -> Snapshot
     if not isinstance(saved, dict):
         raise ResumeError(f"{path}: its metadata has no config")
     now = config.to_dict()
-    different = sorted(k for k in now if k not in RESUMABLE_FIELDS and saved.get(k) != now[k])
+    defaults = TrainConfig().to_dict()  # a field added since the checkpoint: its default
+    resumable = RESUMABLE_FIELDS if config.algorithm == "sync" else LOCAL_SGD_RESUMABLE
+    different = sorted(k for k in now if k not in resumable and saved.get(k, defaults[k]) != now[k])
     if different:
         diffs = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now[k]!r}" for k in different)
         raise ResumeError(f"{path} was made with another config ({diffs})")
@@ -62,6 +68,12 @@ def read_resume_point(path: Path, config: TrainConfig, n_train: int) -> Snapshot
             f"{path} is at step {step} (epoch {needed}), past the end of a {config.epochs}-epoch "
             f"run ({total} steps): resume with --epochs {needed} or more"
         )
+    if (
+        config.algorithm == "local-sgd"
+        and step
+        and schedule_of(config, per_epoch).last_of_round(step) != step
+    ):
+        raise ResumeError(f"{path}: step {step} is not at an average of local SGD's replicas")
     history = meta.get("history", [])
     if not (isinstance(history, list) and all(_is_row(r) for r in history)):
         raise ResumeError(f"{path}: invalid history in its metadata (a list of epoch rows)")

@@ -7,23 +7,29 @@ lockstep    :mod:`~otpnn.training.drivers.lockstep`         thread, process (x86
                                                             reduce and update in shared memory
 stepwise    :mod:`~otpnn.training.drivers.stepwise`         any (Ray through its transport); the
                                                             coordinator reduces and updates
+local-sgd   :mod:`~otpnn.training.drivers.local_sgd`        thread, process; algorithm local-sgd:
+                                                            replicas averaged every H steps
 ==========  ==============================================  =====================================
 
 A protocol is a :class:`~otpnn.training.drivers.base.Driver` subclass (its name, which backends
 it supports, start/state/run/close) plus the :class:`~otpnn.training.drivers.task.WorkerTask`
-messages its workers perform, in a module of its own; :data:`DRIVERS` lists them, in the order
-``auto`` prefers them.
+messages its workers perform, in a module of its own; :data:`DRIVERS` lists the protocols of
+synchronous SGD (``--algorithm sync``), in the order ``auto`` prefers them, and
+:data:`ALGORITHM_DRIVERS` the driver of each other algorithm (it is that algorithm's protocol).
 """
 
 from __future__ import annotations
 
 from otpnn.training.drivers.base import Driver
+from otpnn.training.drivers.local_sgd import LocalSGDDriver
 from otpnn.training.drivers.lockstep import LockstepDriver
 from otpnn.training.drivers.stepwise import StepwiseDriver
 
 DRIVERS: dict[str, type[Driver]] = {d.name: d for d in (LockstepDriver, StepwiseDriver)}
+ALGORITHM_DRIVERS: dict[str, type[Driver]] = {LocalSGDDriver.name: LocalSGDDriver}
 
 
 def driver_class(protocol: str) -> type[Driver]:
-    """The driver for ``protocol`` (a name in :data:`DRIVERS`, resolved by run options)."""
-    return DRIVERS[protocol]
+    """The driver for ``protocol`` (a name in :data:`DRIVERS` or :data:`ALGORITHM_DRIVERS`,
+    resolved by run options)."""
+    return DRIVERS.get(protocol) or ALGORITHM_DRIVERS[protocol]

@@ -10,7 +10,9 @@ does when one fails. It reports back only through :class:`Host`: a finished step
 Contract of :meth:`Driver.run` (every driver keeps it; the coordinator relies on nothing else):
 
 - steps are committed in order, each exactly once, and only once the state after it (the
-  parameters and optimizer state returned by :meth:`Driver.state`) is whole;
+  parameters and optimizer state returned by :meth:`Driver.state`) is whole, or, for a
+  protocol whose state is whole only at some steps (:meth:`Driver.boundary`), once the state
+  after the next such step is: then that step's and those before it are committed together;
 - it may return before ``last`` (a lost worker, a fault planned meanwhile): the coordinator
   snapshots if due and calls again from the next step;
 - when the coordinator is asked to stop (``Host.interrupted()``), it leaves within a bounded
@@ -92,6 +94,11 @@ class Driver(ABC):
     @abstractmethod
     def unsupported(cls, backend: str) -> str | None:
         """Why this protocol cannot run ``backend``'s workers here (None: it can)."""
+
+    def boundary(self, step: int) -> int:
+        """The first step at or after ``step`` after which the state is whole: a stretch may
+        end only there (every step, for a synchronous protocol)."""
+        return step
 
     @abstractmethod
     def start(self, step: int, params: np.ndarray, velocity: np.ndarray | None) -> None:

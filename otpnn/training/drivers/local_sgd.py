@@ -1,0 +1,219 @@
+"""The local SGD driver: workers train replicas for a round, the driver averages them.
+
+The algorithm, its schedule and its arithmetic are :mod:`otpnn.local_sgd`'s; this module runs
+it on thread and process workers:
+
+- warm-up steps (1..W) are synchronous steps, run by an inner
+  :class:`~otpnn.training.drivers.stepwise.StepwiseDriver` (their bits are sync SGD's);
+- a local round sends each active rank's share to a live worker (:class:`TrainShare`; with
+  fewer live workers than ranks, one worker trains several shares, one after another). A
+  share whose worker crashes, exits, is killed or gives no reply within its deadline (then it
+  is killed) is sent again from the same global state, so the replica restarts from the last
+  average and redoes its local steps;
+- once every share is in, the replicas are averaged in rank order into the global state and
+  the round's steps are committed, in order: a round is all or nothing.
+
+Steps are batches, as in sync SGD (the same count per epoch, so progress, ``--checkpoint-every``
+and ``step=N`` faults count the same units), but the state is whole only at the end of a round:
+:meth:`LocalSGDDriver.boundary` tells the coordinator where it may stop. Faults:
+
+- a worker's ``step=N`` (``shard=N``) fault fires in the first round where a share given to
+  that worker reaches step N (the N-th micro-shard), acted out before the share's local steps;
+  ``worker=any`` goes to the worker given the round's first share;
+- a coordinator, pool or loader ``step=N`` fault fires at the first averaging boundary at or
+  after step N-1 (there is no whole state in between to restart from);
+- ``--checkpoint-every K`` checkpoints at the first boundary at or after each multiple of K.
+
+Ray workers are not supported yet (no object-store transport for shares).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import pykka
+
+from otpnn.local_sgd import Batch, RoundSchedule, average_into
+from otpnn.model import num_params
+from otpnn.training import segments
+from otpnn.training.drivers.base import Driver, Host, Interrupted, Workers
+from otpnn.training.drivers.local_sgd_task import ShareResult, TrainShare
+from otpnn.training.drivers.stepwise import LOOK_EVERY, StepwiseDriver
+from otpnn.training.fault_planner import Planned
+from supervision.reasons import describe
+from supervision.refs import ActorHandle
+from supervision.shm import SharedArray
+
+InFlight = tuple[int, ActorHandle, int, "pykka.Future[Any] | None"]  # index, worker, rank, reply
+
+
+class LocalSGDDriver(Driver):
+    name = "local-sgd"
+
+    def __init__(self, host: Host) -> None:
+        super().__init__(host)
+        cfg = host.config
+        self.schedule = RoundSchedule(
+            host.batches.steps_per_epoch, cfg.workers or 1, cfg.sync_every, cfg.warmup_steps
+        )
+        self._segments: list[SharedArray] = []  # owned: unlinked by close()
+        self._warmup: StepwiseDriver | None = None  # while warm-up steps remain
+
+    @classmethod
+    def unsupported(cls, backend: str) -> str | None:
+        if backend == "ray":
+            return "local SGD runs on thread and process workers (no Ray transport yet)"
+        return None
+
+    def boundary(self, step: int) -> int:
+        return self.schedule.last_of_round(step)
+
+    def start(self, step: int, params: np.ndarray, velocity: np.ndarray | None) -> None:
+        cfg = self.host.config
+        n_params, dtype = num_params(cfg.layer_sizes), np.dtype(cfg.dtype)
+        self._global = self._own(segments.create((2, n_params), dtype))  # params, momentum
+        self._replicas = self._own(segments.create((self.schedule.workers, 2, n_params), dtype))
+        self._global.array[0] = params
+        self._global.array[1] = 0 if velocity is None else velocity
+        if step < self.schedule.warmup_steps:
+            self._warmup = StepwiseDriver(self.host)
+            self._warmup.start(step, params, velocity)
+
+    def _own(self, shared: SharedArray) -> SharedArray:
+        self._segments.append(shared)
+        return shared
+
+    def state(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._warmup is not None:
+            return self._warmup.state(step)
+        return self._global.array[0], self._global.array[1]
+
+    def open_epoch(self, epoch: int) -> None:
+        if self._warmup is not None:
+            self._warmup.open_epoch(epoch)
+
+    def close(self) -> None:
+        if self._warmup is not None:
+            self._warmup.close()
+        for shared in self._segments:
+            shared.close()
+            shared.unlink()
+        self._segments.clear()
+
+    # -- rounds -------------------------------------------------------------------------------
+    def run(self, first: int, last: int, epoch: int) -> None:
+        """Warm-up steps through the inner synchronous driver, then one round at a time; a
+        fault planned meanwhile ends the stretch early (at a boundary)."""
+        warmup = self._warmup
+        if warmup is not None:
+            if first <= self.schedule.warmup_steps:  # steps are boundaries: come back after
+                warmup.run(first, min(last, self.schedule.warmup_steps), epoch)
+                return
+            params, velocity = warmup.state(first - 1)  # warm-up done: the global state
+            self._global.array[0], self._global.array[1] = params, velocity
+            warmup.close()
+            self._warmup = None
+        version = self.host.planner.book.version
+        for rnd in self.schedule.rounds(first, last):
+            results = self._train(rnd.shares, epoch)
+            active = self._replicas.array[: len(rnd.shares)]
+            average_into(active[:, 0], self._global.array[0])
+            average_into(active[:, 1], self._global.array[1])
+            for rank, share in enumerate(rnd.shares):
+                for step, (losses, corrects) in zip(share, results[rank], strict=True):
+                    self.host.commit(step, losses, corrects)
+            self.host.show_progress(rnd.last, epoch)
+            if self.host.planner.book.version != version:
+                break
+
+    def _train(self, shares: tuple[range, ...], epoch: int) -> dict[int, ShareResult]:
+        """Every rank's share trained once, whatever happens to the workers on the way."""
+        host = self.host
+        results: dict[int, ShareResult] = {}
+        pending = list(range(len(shares)))
+        while pending:
+            workers = host.await_workers()
+            in_flight = self._dispatch(shares, pending, epoch, workers)
+            per_worker = math.ceil(len(pending) / len(workers))
+            longest = max(len(shares[rank]) for rank in pending)
+            deadline = time.monotonic() + host.step_timeout * longest * per_worker
+            lost: list[int] = []
+            for index, worker, rank, future in in_flight:
+                try:
+                    if future is None:
+                        raise pykka.ActorDeadError("worker died before the message was sent")
+                    results[rank] = self._get(future, deadline)
+                except pykka.Timeout:
+                    host.failure(shares[rank][0], index, worker, "hang", "no reply in time")
+                    worker.kill()
+                    lost.append(rank)
+                except Exception as e:  # crashed, exited, killed: the share is trained again
+                    host.failure(shares[rank][0], index, worker, "crash", describe(e))
+                    lost.append(rank)
+            for rank in lost:
+                for step in shares[rank]:
+                    host.lost_step(step)
+            pending = lost
+        return results
+
+    def _dispatch(
+        self,
+        shares: tuple[range, ...],
+        ranks: list[int],
+        epoch: int,
+        workers: Workers,
+    ) -> list[InFlight]:
+        """Send rank ``ranks[i]``'s share to live worker ``i mod len(workers)``, with the fault
+        it acts out first, if any (fired on dispatch)."""
+        host, cfg = self.host, self.host.config
+        in_flight: list[InFlight] = []
+        taken: set[int] = set()
+        for i, rank in enumerate(ranks):
+            index, worker = workers[i % len(workers)]
+            planned = self._fault_for(shares[rank], epoch, index, first=i == 0, taken=taken)
+            if planned is not None:
+                if planned.fault_id is not None:
+                    taken.add(planned.fault_id)
+                host.planner.fire(planned)
+                host.fault_fired(planned, planned.step, index)
+            batches = tuple(Batch(s, *self._rows(s)) for s in shares[rank])
+            msg = TrainShare(
+                epoch, rank, host.hyper, cfg.effective_shard_size, self._global.descriptor(),
+                self._replicas.descriptor(), batches, None if planned is None else planned.action,
+            )  # fmt: skip
+            try:
+                in_flight.append((index, worker, rank, worker.ask(msg, block=False)))
+            except pykka.ActorDeadError:
+                in_flight.append((index, worker, rank, None))
+        return in_flight
+
+    def _fault_for(
+        self, share: range, epoch: int, index: int, *, first: bool, taken: set[int]
+    ) -> Planned | None:
+        """The first fault worker ``index`` meets along ``share``'s steps (see the module)."""
+        planner = self.host.planner
+        for step in share:
+            shards = range(len(self.host.batches.shards(step)[1]))
+            found = planner.for_worker(step, epoch, index, shards, first=first, taken=taken)
+            if found is not None:
+                return found
+        return None
+
+    def _rows(self, step: int) -> tuple[int, int]:
+        offset, bounds = self.host.batches.shards(step)
+        return offset, bounds[-1][1]
+
+    def _get(self, future: pykka.Future[Any], deadline: float) -> Any:
+        """A reply, waited for in slices so that a stop or kill is noticed within 50 ms."""
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return future.get(timeout=max(0.0, min(remaining, LOOK_EVERY)))
+            except pykka.Timeout:
+                if remaining <= LOOK_EVERY:
+                    raise
+                if self.host.interrupted():
+                    raise Interrupted from None
