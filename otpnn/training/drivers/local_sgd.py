@@ -22,7 +22,9 @@ and ``step=N`` faults count the same units), but the state is whole only at the 
   ``worker=any`` goes to the worker given the round's first share;
 - a coordinator, pool or loader ``step=N`` fault fires at the first averaging boundary at or
   after step N-1 (there is no whole state in between to restart from);
-- ``--checkpoint-every K`` checkpoints at the first boundary at or after each multiple of K.
+- ``--checkpoint-every K`` checkpoints at the first boundary at or after each multiple of K;
+- ``--step-timeout`` is the time a worker may take for a share (its local steps of a round;
+  for ``k`` shares queued on one worker, ``k`` times that).
 
 Ray workers are not supported yet (no object-store transport for shares).
 """
@@ -137,9 +139,8 @@ class LocalSGDDriver(Driver):
         while pending:
             workers = host.await_workers()
             in_flight = self._dispatch(shares, pending, epoch, workers)
-            per_worker = math.ceil(len(pending) / len(workers))
-            longest = max(len(shares[rank]) for rank in pending)
-            deadline = time.monotonic() + host.step_timeout * longest * per_worker
+            per_worker = math.ceil(len(pending) / len(workers))  # shares in a worker's queue
+            deadline = time.monotonic() + host.step_timeout * per_worker
             lost: list[int] = []
             for index, worker, rank, future in in_flight:
                 try:

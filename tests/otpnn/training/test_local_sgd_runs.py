@@ -53,16 +53,24 @@ def test_a_killed_and_a_crashed_worker_redo_their_shares_from_the_last_average(
 
 
 @pytest.mark.parametrize(
-    "spec",
-    ["hang:worker=1@step=5", "exit:worker=0@step=13", "slow=0.2:worker=any@step=4",
-     "crash:worker=1@shard=30"],
-)  # fmt: skip
-def test_every_worker_fault_kind_is_survived_with_the_same_bits(spec) -> None:
+    ("spec", "backend", "restarted"),
+    [
+        ("hang:worker=1@step=5", "thread", {"worker-1": 1}),
+        ("hang:worker=0@step=13", "process", {"worker-0": 1}),
+        ("exit:worker=0@step=13", "process", {"worker-0": 1}),
+        ("slow=0.2:worker=any@step=4", "thread", {}),
+        ("crash:worker=1@shard=30", "thread", {"worker-1": 1}),
+    ],
+)
+def test_every_worker_fault_kind_is_survived_with_the_same_bits(spec, backend, restarted) -> None:
+    """A hung worker is killed when its share's deadline passes, well before the job's
+    watchdog would take the coordinator for hung (nothing else restarts)."""
     sha, job = run_job(
-        config(workers=2, backend="thread", **LOCAL), faults=_faults(spec), step_timeout=1.0
+        config(workers=2, backend=backend, **LOCAL), faults=_faults(spec), step_timeout=1.0
     )
     assert sha == reference_sha(workers=2, **LOCAL)
     assert sum(e.kind == "fault_injected" for e in job.state.events()) == 1
+    assert job.state.restarts_by_actor() == restarted
 
 
 def test_a_worker_fault_lands_in_the_round_where_that_workers_share_reaches_its_step() -> None:
