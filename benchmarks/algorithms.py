@@ -8,7 +8,7 @@ with two workers can beat it on this machine. Sync SGD waits for every worker at
 local SGD only at every average (every ``workers x H`` batches).
 
     python benchmarks/algorithms.py [--data-dir DIR] [--epochs 5] [--workers 2]
-        [--backend process] [--sync-every 4,16] [--warmup-steps 0] [--train N]
+        [--backend thread|process|ray] [--sync-every 4,16] [--warmup-steps 0] [--train N]
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def main() -> int:
     ap.add_argument("--data-dir", default=os.environ.get("OTPNN_DATA_DIR", str(SHARED_MNIST)))
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--backend", choices=("thread", "process"), default="process")
+    ap.add_argument("--backend", choices=("thread", "process", "ray"), default="process")
     ap.add_argument("--sync-every", default="4,16", help="H values for local-sgd, comma-separated")
     ap.add_argument("--warmup-steps", type=int, default=0)
     ap.add_argument("--train", type=int, default=0, help="Use the first N training images (0: all)")

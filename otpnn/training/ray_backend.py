@@ -17,6 +17,7 @@ Only ids, versions, small numbers and ObjectRefs cross a mailbox; arrays go thro
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +103,17 @@ class RayLoader(FaultTarget, Actor):
         return self._order
 
 
+class RayTask(ABC):
+    """A message a Ray worker performs, bringing its behaviour along (like a
+    :class:`~otpnn.training.drivers.task.WorkerTask` for the other workers): another
+    protocol's messages for Ray live in that protocol's module."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    def perform_on(self, worker: RayWorker) -> object: ...
+
+
 class RayWorker(FaultTarget, Actor):
     """A stepwise worker in a Ray actor: one CPU each (Ray then runs its BLAS single-threaded).
     Stateless like every worker; it caches the current objects by ref."""
@@ -126,15 +138,34 @@ class RayWorker(FaultTarget, Actor):
     def on_receive(self, message: object) -> object:
         if isinstance(message, RayComputeShards):
             return self.compute_from_store(message)
+        if isinstance(message, RayTask):
+            return message.perform_on(self)
         return super().on_receive(message)
+
+    # What a RayTask may use: the dataset, the network's shape, objects by ref.
+    @property
+    def images(self) -> np.ndarray:
+        return self._images
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._labels
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return self._sizes
+
+    @property
+    def activation(self) -> str:
+        return self._activation
 
     def compute_from_store(self, msg: RayComputeShards) -> tuple[ShardGradient, ...]:
         if msg.fault is not None:
             self.inject(msg.fault)
         if msg.order.epoch != msg.epoch:
             raise StalePermutation(f"permutation is for epoch {msg.order.epoch}, not {msg.epoch}")
-        params = self._fetch("params", msg.params)
-        order = self._fetch("order", msg.order.perm)
+        params = self.fetch("params", msg.params)
+        order = self.fetch("order", msg.order.perm)
         results = []
         for shard in msg.shards:
             rows = order[shard.lo : shard.hi]
@@ -145,7 +176,7 @@ class RayWorker(FaultTarget, Actor):
             results.append(ShardGradient(shard.index, loss_sum, correct, grad))
         return tuple(results)
 
-    def _fetch(self, role: str, ref: ObjectRef) -> Any:
+    def fetch(self, role: str, ref: ObjectRef) -> Any:
         """The object behind ``ref``, fetched once per version (one get per step, not shard)."""
         cached = self._cache.get(role)
         if cached is None or cached[0] != ref:

@@ -7,8 +7,9 @@ lockstep    :mod:`~otpnn.training.drivers.lockstep`         thread, process (x86
                                                             reduce and update in shared memory
 stepwise    :mod:`~otpnn.training.drivers.stepwise`         any (Ray through its transport); the
                                                             coordinator reduces and updates
-local-sgd   :mod:`~otpnn.training.drivers.local_sgd`        thread, process; algorithm local-sgd:
-                                                            replicas averaged every H steps
+local-sgd   :mod:`~otpnn.training.drivers.local_sgd`        any (Ray through its transport);
+                                                            algorithm local-sgd: replicas
+                                                            averaged every H steps
 ==========  ==============================================  =====================================
 
 A protocol is a :class:`~otpnn.training.drivers.base.Driver` subclass (its name, which backends

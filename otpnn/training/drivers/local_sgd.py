@@ -26,14 +26,17 @@ and ``step=N`` faults count the same units), but the state is whole only at the 
 - ``--step-timeout`` is the time a worker may take for a share (its local steps of a round;
   for ``k`` shares queued on one worker, ``k`` times that).
 
-Ray workers are not supported yet (no object-store transport for shares).
+How the round's start reaches a worker and its replica comes back is the
+:class:`ShareTransport`'s business: shared memory here, Ray's object store in
+:mod:`otpnn.training.ray_local_sgd` (one put per round, replicas in the replies). Neither
+changes the arithmetic, so the bits are the same.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pykka
@@ -52,6 +55,51 @@ from supervision.shm import SharedArray
 InFlight = tuple[int, ActorHandle, int, "pykka.Future[Any] | None"]  # index, worker, rank, reply
 
 
+class ShareTransport(Protocol):
+    """How a round's start reaches the workers and their replicas come back."""
+
+    def open_epoch(self, epoch: int) -> None:
+        """Epoch ``epoch``'s order has been drawn."""
+        ...
+
+    def begin_round(self) -> None:
+        """The global state now holds the next round's start (publish it if need be)."""
+        ...
+
+    def message(self, rank: int, epoch: int, batches: tuple[Batch, ...], fault: str | None) -> Any:
+        """What a worker is sent to train rank ``rank``'s share ``batches``."""
+        ...
+
+    def accept(self, rank: int, reply: Any) -> ShareResult:
+        """A worker's reply, once rank ``rank``'s replica is in its row of the replicas."""
+        ...
+
+
+class SharedMemoryShares:
+    """Thread and process workers: descriptors in the message; the worker writes its row."""
+
+    def __init__(self, host: Host, start: SharedArray, replicas: SharedArray) -> None:
+        self._host, self._start, self._replicas = host, start, replicas
+
+    def open_epoch(self, epoch: int) -> None:
+        pass  # the loader's permutation segment already holds it
+
+    def begin_round(self) -> None:
+        pass  # the workers read the global state's segment
+
+    def message(
+        self, rank: int, epoch: int, batches: tuple[Batch, ...], fault: str | None
+    ) -> TrainShare:
+        cfg = self._host.config
+        return TrainShare(
+            epoch, rank, self._host.hyper, cfg.effective_shard_size, self._start.descriptor(),
+            self._replicas.descriptor(), batches, fault,
+        )  # fmt: skip
+
+    def accept(self, rank: int, reply: Any) -> ShareResult:
+        return reply
+
+
 class LocalSGDDriver(Driver):
     name = "local-sgd"
 
@@ -66,9 +114,7 @@ class LocalSGDDriver(Driver):
 
     @classmethod
     def unsupported(cls, backend: str) -> str | None:
-        if backend == "ray":
-            return "local SGD runs on thread and process workers (no Ray transport yet)"
-        return None
+        return None  # messages only: any worker kind (Ray through its transport)
 
     def boundary(self, step: int) -> int:
         return self.schedule.last_of_round(step)
@@ -80,9 +126,17 @@ class LocalSGDDriver(Driver):
         self._replicas = self._own(segments.create((self.schedule.workers, 2, n_params), dtype))
         self._global.array[0] = params
         self._global.array[1] = 0 if velocity is None else velocity
+        self._transport = self._make_transport()
         if step < self.schedule.warmup_steps:
             self._warmup = StepwiseDriver(self.host)
             self._warmup.start(step, params, velocity)
+
+    def _make_transport(self) -> ShareTransport:
+        if self.host.config.backend == "ray":
+            from otpnn.training.ray_local_sgd import RayShares  # Ray only where it is used
+
+            return RayShares(self.host, self._global, self._replicas)
+        return SharedMemoryShares(self.host, self._global, self._replicas)
 
     def _own(self, shared: SharedArray) -> SharedArray:
         self._segments.append(shared)
@@ -96,6 +150,7 @@ class LocalSGDDriver(Driver):
     def open_epoch(self, epoch: int) -> None:
         if self._warmup is not None:
             self._warmup.open_epoch(epoch)
+        self._transport.open_epoch(epoch)
 
     def close(self) -> None:
         if self._warmup is not None:
@@ -120,6 +175,7 @@ class LocalSGDDriver(Driver):
             self._warmup = None
         version = self.host.planner.book.version
         for rnd in self.schedule.rounds(first, last):
+            self._transport.begin_round()
             results = self._train(rnd.shares, epoch)
             active = self._replicas.array[: len(rnd.shares)]
             average_into(active[:, 0], self._global.array[0])
@@ -146,7 +202,7 @@ class LocalSGDDriver(Driver):
                 try:
                     if future is None:
                         raise pykka.ActorDeadError("worker died before the message was sent")
-                    results[rank] = self._get(future, deadline)
+                    results[rank] = self._transport.accept(rank, self._get(future, deadline))
                 except pykka.Timeout:
                     host.failure(shares[rank][0], index, worker, "hang", "no reply in time")
                     worker.kill()
@@ -169,7 +225,7 @@ class LocalSGDDriver(Driver):
     ) -> list[InFlight]:
         """Send rank ``ranks[i]``'s share to live worker ``i mod len(workers)``, with the fault
         it acts out first, if any (fired on dispatch)."""
-        host, cfg = self.host, self.host.config
+        host = self.host
         in_flight: list[InFlight] = []
         taken: set[int] = set()
         for i, rank in enumerate(ranks):
@@ -181,10 +237,8 @@ class LocalSGDDriver(Driver):
                 host.planner.fire(planned)
                 host.fault_fired(planned, planned.step, index)
             batches = tuple(Batch(s, *self._rows(s)) for s in shares[rank])
-            msg = TrainShare(
-                epoch, rank, host.hyper, cfg.effective_shard_size, self._global.descriptor(),
-                self._replicas.descriptor(), batches, None if planned is None else planned.action,
-            )  # fmt: skip
+            action = None if planned is None else planned.action
+            msg = self._transport.message(rank, epoch, batches, action)
             try:
                 in_flight.append((index, worker, rank, worker.ask(msg, block=False)))
             except pykka.ActorDeadError:

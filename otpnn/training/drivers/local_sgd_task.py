@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from otpnn.local_sgd import Batch, LocalBuffers, local_steps
 from otpnn.model import Hyper
 from otpnn.training.drivers.task import WorkerSide, WorkerTask
@@ -43,17 +45,37 @@ class TrainShare(WorkerTask):
     def perform(self, worker: WorkerSide) -> ShareResult:
         if self.fault is not None:
             worker.inject(self.fault)
-        order = worker.order(self.epoch)
         start = worker.attach("local-sgd.start", self.start)
-        params, velocity = start[0].copy(), start[1].copy()
-        n_shards = -(-max(b.rows for b in self.batches) // self.shard_size)
-        buffers = LocalBuffers(n_shards, params.size, params.dtype)
-        results = local_steps(
-            self.hyper, worker.sizes, worker.activation, self.shard_size, params, velocity,
-            worker.images, worker.labels, order, self.batches, buffers,
+        params, velocity, results = train_share(
+            self.hyper, worker.sizes, worker.activation, self.shard_size, start,
+            worker.images, worker.labels, worker.order(self.epoch), self.batches,
         )  # fmt: skip
         if worker.killed.is_set():
             raise ShareAbandoned(f"worker {worker.index} was killed while it trained")
         row = worker.attach("local-sgd.replicas", self.replicas)[self.rank]
         row[0], row[1] = params, velocity
-        return tuple((tuple(losses), tuple(corrects)) for losses, corrects in results)
+        return results
+
+
+def train_share(
+    hyper: Hyper,
+    sizes: tuple[int, ...],
+    activation: str,
+    shard_size: int,
+    start: np.ndarray,
+    images: np.ndarray,
+    labels: np.ndarray,
+    order: np.ndarray,
+    batches: tuple[Batch, ...],
+) -> tuple[np.ndarray, np.ndarray, ShareResult]:
+    """A replica trained from ``start`` (2, P: parameters, momentum) one step per batch, in
+    private arrays: (parameters, momentum, per-batch shard results). Every worker kind's
+    share message calls this."""
+    params, velocity = start[0].copy(), start[1].copy()
+    n_shards = -(-max(b.rows for b in batches) // shard_size)
+    buffers = LocalBuffers(n_shards, params.size, params.dtype)
+    results = local_steps(
+        hyper, sizes, activation, shard_size, params, velocity, images, labels, order, batches,
+        buffers,
+    )  # fmt: skip
+    return params, velocity, tuple((tuple(losses), tuple(c)) for losses, c in results)

@@ -34,7 +34,6 @@ def test_the_report_records_the_algorithm_and_has_the_references_bits(tmp_path) 
         (["--sync-every", "4"], "invalid sync_every=4: expected 8 (it applies to algorithm"),
         (["--algorithm", "async"], "'async' is not one of 'sync', 'local-sgd'"),
         ([*LOCAL, "--protocol", "lockstep"], "--protocol lockstep applies to --algorithm sync"),
-        ([*LOCAL, "--backend", "ray"], "local SGD runs on thread and process workers"),
         (["--algorithm", "local-sgd", "--sync-every", "0"], "invalid sync_every=0"),
     ],
 )
