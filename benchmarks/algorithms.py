@@ -66,8 +66,9 @@ def main() -> int:
     one_epoch = dataclasses.replace(base, epochs=1)
     plain, _ = plain_epoch(one_epoch, dataset.train_images, dataset.train_labels)
     bound, _ = parallel_bound(one_epoch, False, processes=args.workers)
-    if args.train:  # the bound's children load the whole set: scale to the subset
+    if args.train:  # the bound's children train on the whole set: scaled to the subset
         bound *= n / 60000
+        print("(--train: the no-communication bound is scaled from the whole set: approximate)")
     runs = {"sync": base}
     for h in (int(v) for v in args.sync_every.split(",")):
         runs[f"local-sgd H={h}"] = dataclasses.replace(
