@@ -89,6 +89,10 @@ def job_memory(config: TrainConfig) -> MemoryNeed:
         "workers' shard buffers": workers * shard_rows * activations * item,
         "evaluation buffers": EVALUATION_ROWS * activations * item,
     }
+    if config.algorithm == "local-sgd":  # see otpnn.training.drivers.local_sgd
+        shared["local SGD: the average and a replica per worker"] = 2 * (1 + workers) * params
+        # A share's private replica (2) and buffers (a row per shard, reduction, scratch).
+        private["local SGD: workers' replicas"] = workers * (2 + shards + 2) * params
     if config.backend == "process":
         private["worker processes"] = workers * PROCESS_OVERHEAD
     if config.backend == "ray":  # every Ray worker holds its own copy of the parameters

@@ -13,6 +13,7 @@ from otpnn.faults import Chaos, parse_fault
 from otpnn.model import params_sha256
 from otpnn.training import JobOptions, OptionsError, ResumeError, TrainingJob, resolve
 from otpnn.training.drivers.local_sgd import LocalSGDDriver
+from otpnn.training.memory import JobTooLarge, check_memory, job_memory
 from otpnn.training.state import Progress
 from tests.otpnn.training.conftest import config, dataset, reference_sha, run_job
 
@@ -139,3 +140,12 @@ def test_options_refuse_a_sync_protocol() -> None:
         resolve(cfg, JobOptions(protocol="stepwise"))
     assert resolve(cfg, JobOptions()).protocol == "local-sgd"
     assert LocalSGDDriver.unsupported("ray") is None
+
+
+def test_the_memory_bound_counts_a_replica_per_worker() -> None:
+    sync = job_memory(config(workers=16, backend="thread"))
+    local = job_memory(config(workers=16, backend="thread", **LOCAL))
+    per_worker = 4 * (2 + 4 + 2 + 2) * 109_386  # float32, 4 shards: replica, buffers, rows
+    assert local.total - sync.total == 16 * per_worker + 4 * 2 * 109_386
+    with pytest.raises(JobTooLarge, match="local SGD: workers' replicas"):
+        check_memory(config(workers=64, backend="thread", **LOCAL), limit=local.total * 3)
