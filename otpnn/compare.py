@@ -42,6 +42,9 @@ SAME_FIELDS = (
     "activation",
     "seed",
 )
+# The algorithm's fields, with the value a report that predates them (or the Elixir
+# reference's, which trains sync SGD) means; local SGD's arithmetic depends on the worker count.
+ALGORITHM_FIELDS = {"algorithm": "sync", "sync_every": 8, "warmup_steps": 0}
 ROW_FIELDS = ("epoch", "seconds", "samples_per_second", "train_loss", "train_accuracy")
 DEFAULT_RTOL = 1e-3
 DEFAULT_ACC_ATOL = 0.005
@@ -154,6 +157,7 @@ def check_comparable(reports: list[Report]) -> list[str]:
             for f in SAME_FIELDS
             if ref.data["config"][f] != r.data["config"][f]
         ]
+        diffs += _algorithm_differences(ref.data["config"], r.data["config"])
         if len(r.epochs) != len(ref.epochs):
             diffs.append(f"epoch rows: {len(ref.epochs)} vs {len(r.epochs)}")
         if diffs:
@@ -168,6 +172,14 @@ def check_comparable(reports: list[Report]) -> list[str]:
                 if f == "dtype":
                     notes.append(DTYPE_NOTE)
     return list(dict.fromkeys(notes))  # the dtype explanation once, however many reports
+
+
+def _algorithm_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """How two reports' algorithms differ (local SGD: the worker count is part of it)."""
+    fields = {f: (a.get(f, d), b.get(f, d)) for f, d in ALGORITHM_FIELDS.items()}
+    if "local-sgd" in fields["algorithm"]:
+        fields["workers"] = (a.get("workers"), b.get("workers"))
+    return [f"{f}: {x!r} vs {y!r}" for f, (x, y) in fields.items() if x != y]
 
 
 def label_reports(reports: list[Report]) -> None:

@@ -135,6 +135,20 @@ def test_reports_of_different_trainings_are_refused_exit_2(tmp_path) -> None:
     assert "lr: 0.2 vs 0.1" in result.output
 
 
+def test_a_local_sgd_report_compares_only_with_its_algorithm_and_worker_count(tmp_path) -> None:
+    local = report("otpnn", 2, 1.0)
+    local["config"].update(algorithm="local-sgd", sync_every=4, warmup_steps=0)
+    sync = write(tmp_path, "sync.json", report("elixir-reference", 2, 1.0))  # no such fields
+    result = run(sync, write(tmp_path, "local.json", local))
+    assert result.exit_code == 2
+    assert "algorithm: 'sync' vs 'local-sgd'; sync_every: 8 vs 4" in result.output
+    three = copy.deepcopy(local)
+    three["config"]["workers"] = 3
+    result = run(write(tmp_path, "l2.json", local), write(tmp_path, "l3.json", three))
+    assert result.exit_code == 2
+    assert "workers: 2 vs 3" in result.output
+
+
 def test_missing_file_and_single_report_exit_2(tmp_path) -> None:
     a = write(tmp_path, "a.json", report("otpnn", 1, 1.0))
     missing = run(a, str(tmp_path / "nope.json"))
