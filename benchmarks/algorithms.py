@@ -21,7 +21,6 @@ from pathlib import Path
 
 from trainer_mnist import SHARED_MNIST, parallel_bound, plain_epoch
 
-from otpnn.cli import FORKSERVER_PRELOAD_CLI
 from otpnn.config import TrainConfig
 from otpnn.data import load_dataset
 from otpnn.interchange import limit_dataset
@@ -29,6 +28,7 @@ from otpnn.local_sgd import RoundSchedule
 from otpnn.logs import configure_logging
 from otpnn.schedule import steps_per_epoch
 from otpnn.training import TrainingJob
+from otpnn.training.job import FORKSERVER_PRELOAD
 from supervision.process import ensure_forkserver
 
 
@@ -53,7 +53,7 @@ def main() -> int:
     ap.add_argument("--train", type=int, default=0, help="Use the first N training images (0: all)")
     args = ap.parse_args()
     configure_logging(quiet=True)
-    ensure_forkserver(FORKSERVER_PRELOAD_CLI)
+    ensure_forkserver(FORKSERVER_PRELOAD)
 
     base = TrainConfig(
         dataset="mnist", data_dir=str(Path(args.data_dir)), epochs=args.epochs,

@@ -147,7 +147,7 @@ def local_steps(
     return out
 
 
-def average_into(replicas: Sequence[np.ndarray], out: np.ndarray) -> np.ndarray:
+def average_into(replicas: Sequence[np.ndarray] | np.ndarray, out: np.ndarray) -> np.ndarray:
     """``out`` = (replicas[0] + replicas[1] + ... , added left to right) / len(replicas)."""
     np.copyto(out, replicas[0])
     for replica in replicas[1:]:
