@@ -95,6 +95,25 @@ def test_coordinator_faults_and_checkpoints_wait_for_an_average() -> None:
     assert fired == [12]
 
 
+@pytest.mark.parametrize(
+    ("spec", "restarted"),
+    [
+        ("kill:coordinator@step=6", "coordinator"),
+        ("hang:coordinator@step=14", "coordinator"),
+        ("exit:coordinator@step=2", "coordinator"),
+        ("kill:pool@step=9", "pool"),
+        ("crash:loader@step=20", "loader"),
+        ("hang:loader@epoch=2", "loader"),
+    ],
+)
+def test_every_other_fault_target_is_survived_with_the_same_bits(spec, restarted) -> None:
+    sha, job = run_job(
+        config(workers=2, backend="thread", **LOCAL), faults=_faults(spec), step_timeout=0.5
+    )
+    assert sha == reference_sha(workers=2, **LOCAL)
+    assert job.state.restarts_by_actor()[restarted] == 1
+
+
 @pytest.mark.parametrize("backend", ["thread", "process"])
 def test_chaos_is_survived_and_repeatable(backend) -> None:
     cfg = config(workers=2, backend=backend, **LOCAL)
