@@ -8,14 +8,17 @@ or with no ``--url``: it starts a service of its own on a free port in a tempora
 stops it (SIGTERM) at the end. Only the standard library is used on the client side.
 
 What it shows: the job config is the CLI's options as JSON; a worker SIGKILLed through the API
-in the middle of training is restarted and its work redone, and the job still ends with the
-checksum of a fault-free run; the weights come back as safetensors (never pickle).
+in the middle of training is restarted and its work redone; a second, fault-free job with the same
+config is run too, and the two checksums are compared (exit 1 if they differ, or if the fault
+never fired); the weights come back as safetensors (never pickle), written to ``--out`` (default:
+a new temporary directory, never the current one).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -58,14 +61,14 @@ class Client:
             sys.exit(f"{method} {path}: HTTP {e.code}: {e.read().decode()}")
 
 
-def follow(client: Client, job_id: str) -> dict[str, Any]:
-    """Print progress once per epoch and inject the fault once the job is running."""
-    injected, shown = False, -1
+def follow(client: Client, job_id: str, fault: str | None) -> dict[str, Any]:
+    """Print progress once per epoch and inject ``fault`` once the job is running."""
+    injected, shown = fault is None, -1
     while True:
         job = client.call("GET", f"/jobs/{job_id}")
         if job["state"] == "running" and job["step"] > 0 and not injected:
-            client.call("POST", f"/jobs/{job_id}/faults", {"spec": FAULT})
-            print(f"injected {FAULT} at step {job['step']}; worker pids {job['pids']}")
+            client.call("POST", f"/jobs/{job_id}/faults", {"spec": fault})
+            print(f"injected {fault} at step {job['step']}; worker pids {job['pids']}")
             injected = True
         m = job["metrics"]  # the latest finished epoch
         if m and m["epoch"] != shown:
@@ -83,29 +86,52 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", help="A running service; default: start one.")
     parser.add_argument("--token-file", type=Path)
-    parser.add_argument("--out", type=Path, default=Path("model.safetensors"))
+    parser.add_argument(
+        "--out", type=Path, help="Where to write the weights [default: a new temporary directory]."
+    )
     args = parser.parse_args()
     token = args.token_file.read_text().strip() if args.token_file else None
+    out = args.out or Path(tempfile.mkdtemp(prefix="otpnn-client-")) / "model.safetensors"
     server = None if args.url else start_service()
     url = args.url or server[1]
     try:
         client = Client(url, token)
-        job = client.call("POST", "/jobs", JOB)
-        print(f"submitted job {job['id']} ({job['state']})")
-        job = follow(client, job["id"])
-        print(f"job {job['id']} {job['state']}: restarts {job['restarts_by_actor']}")
-        if job["state"] != "succeeded":
-            sys.exit(f"the job did not succeed: {job['error']}")
-        args.out.write_bytes(client.call("GET", f"/jobs/{job['id']}/model"))
-        print(f"params sha256 {job['final']['params_sha256']}; weights in {args.out}")
-        check_weights(args.out, job["final"]["params_sha256"])
+        faulty = run_job(client, FAULT)
+        clean = run_job(client, None)
+        if faulty["faults_injected"] < 1:
+            sys.exit(f"the fault {FAULT} never fired (the job ended first): nothing was tested")
+        same = faulty["final"]["params_sha256"] == clean["final"]["params_sha256"]
+        print(
+            f"params sha256 with the fault {faulty['final']['params_sha256']}, fault-free "
+            f"{clean['final']['params_sha256']}: {'equal' if same else 'DIFFERENT'}"
+        )
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(client.call("GET", f"/jobs/{faulty['id']}/model"))
+        print(f"weights of job {faulty['id']} in {out}")
+        if not check_weights(out, faulty["final"]["params_sha256"]) or not same:
+            sys.exit(1)
     finally:
         if server is not None:
             server[0].send_signal(signal.SIGTERM)
             server[0].wait(60)
+            shutil.rmtree(server[2], ignore_errors=True)
 
 
-def start_service() -> tuple[subprocess.Popen, str]:
+def run_job(client: Client, fault: str | None) -> dict[str, Any]:
+    """Submit JOB, follow it to its end (injecting ``fault``); exit if it did not succeed."""
+    job = client.call("POST", "/jobs", JOB)
+    print(
+        f"submitted job {job['id']} ({job['state']}), {'fault ' + fault if fault else 'no fault'}"
+    )
+    job = follow(client, job["id"], fault)
+    print(f"job {job['id']} {job['state']}: restarts {job['restarts_by_actor']}")
+    if job["state"] != "succeeded":
+        sys.exit(f"the job did not succeed: {job['error']}")
+    return job
+
+
+def start_service() -> tuple[subprocess.Popen, str, str]:
+    """``otpnn serve`` on a free port with a temporary state dir: (process, url, state dir)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -120,23 +146,27 @@ def start_service() -> tuple[subprocess.Popen, str]:
         try:
             urllib.request.urlopen(url + "/healthz", timeout=1).close()
             print(f"started otpnn serve at {url} (state dir {state})")
-            return proc, url
+            return proc, url, state
         except OSError:
             time.sleep(0.1)
     proc.kill()
+    proc.wait()
+    shutil.rmtree(state, ignore_errors=True)
     sys.exit("the service did not start")
 
 
-def check_weights(path: Path, expected: str) -> None:
-    """Load the downloaded weights without pickle and check them against the job's checksum."""
+def check_weights(path: Path, expected: str) -> bool:
+    """Load the downloaded weights without pickle and check them against the job's checksum
+    (True where otpnn is not installed: the file is plain safetensors, not checked here)."""
     try:
         from otpnn.checkpoint import load_weights
         from otpnn.model import params_sha256
     except ImportError:
-        return  # a client machine without otpnn installed: the file is plain safetensors
+        return True
     params, sizes, _ = load_weights(path)
     ok = params_sha256(params) == expected
     print(f"weights: layers {sizes}, checksum {'matches' if ok else 'DOES NOT match'}")
+    return ok
 
 
 if __name__ == "__main__":

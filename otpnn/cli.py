@@ -22,7 +22,10 @@ from otpnn.entry import EXIT_INTERRUPTED
 SUBCOMMANDS = {
     "compare": "otpnn.cli_compare:compare_command",
     "data": "otpnn.cli_data:data",
+    "evaluate": "otpnn.cli_predict:evaluate_command",
+    "export": "otpnn.cli_predict:export_command",
     "export-init": "otpnn.cli_compare:export_init_command",
+    "predict": "otpnn.cli_predict:predict_command",
     "serve": "otpnn.cli_serve:serve",
     "train": "otpnn.cli_train:train",
 }

@@ -2,7 +2,8 @@
 
 ``export-init`` writes what another implementation needs to compute exactly what ``otpnn train``
 computes with the same options (initial parameters, sample order, data; see otpnn.interchange).
-``compare`` sets reports side by side; exit 0 equivalent, 1 not equivalent, 2 bad input.
+``compare`` sets reports side by side; exit 0 equivalent, 1 not equivalent, 2 bad input, 3
+equivalent but a run's planned faults never fired (its recovery claim was not tested).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from otpnn.compare import (
 from otpnn.config import ACTIVATIONS, DATASETS, DTYPES, ConfigError, TrainConfig
 from otpnn.data import DataError, find_mnist, load_dataset
 from otpnn.interchange import export_init
+from otpnn.run_checks import EXIT_UNFIRED_FAULTS
 
 # The options of `otpnn train` that determine the arithmetic (workers and backend do not).
 _CONFIG_OPTIONS = (
@@ -126,11 +128,21 @@ def export_init_command(out_dir: Path, **opts: Any) -> None:
     type=click.Path(dir_okay=False),
     help="Write a PNG: loss curves and speed-up vs workers (needs matplotlib).",
 )
+@click.option(
+    "--allow-unfired-faults",
+    is_flag=True,
+    help="Exit 0 for equivalent runs even if one planned faults that never fired.",
+)
 def compare_command(
-    reports: tuple[str, ...], rtol: float, acc_atol: float, plot_path: str | None
+    reports: tuple[str, ...],
+    rtol: float,
+    acc_atol: float,
+    plot_path: str | None,
+    allow_unfired_faults: bool,
 ) -> None:
     """Compare run reports (the first is the reference): a per-epoch table and the verdict.
-    Exit 0 equivalent, 1 not equivalent, 2 unreadable, malformed or mismatched reports."""
+    Exit 0 equivalent, 1 not equivalent, 2 unreadable, malformed or mismatched reports, 3
+    equivalent but a run's planned faults never fired (unless --allow-unfired-faults)."""
     try:
         loaded, v = compare(list(reports), rtol, acc_atol)
         if plot_path:
@@ -144,3 +156,5 @@ def compare_command(
         click.echo(f"figure: {plot_path}")
     if not v.equivalent:
         raise SystemExit(1)
+    if v.unfired and not allow_unfired_faults:
+        raise SystemExit(EXIT_UNFIRED_FAULTS)

@@ -2,7 +2,9 @@
 
 Exit codes: 0 success; 2 bad usage, config, data or checkpoint (one clear message, no
 traceback); 1 training failed (the tree gave up: which actor, why, where the last checkpoint is);
-130 after Ctrl-C and 143 after SIGTERM (the tree stopped in order, a final checkpoint written).
+3 trained, but planned faults never fired (unless --allow-unfired-faults); 4 trained, but the
+checksum is not --expect-sha256's; 130 after Ctrl-C and 143 after SIGTERM (the tree stopped in
+order, a final checkpoint written).
 """
 
 from __future__ import annotations
@@ -21,8 +23,17 @@ from tqdm import tqdm
 
 from otpnn.config import ACTIVATIONS, ALGORITHMS, BACKENDS, DATASETS, DTYPES, TrainConfig
 from otpnn.data import load_dataset
-from otpnn.faults import Chaos, parse_fault
+from otpnn.faults import GRAMMAR, Chaos, parse_fault
+from otpnn.logdir import log_job
 from otpnn.logs import AboveTheBar, configure_logging
+from otpnn.run_checks import (
+    EXIT_CHECKSUM_MISMATCH,
+    EXIT_UNFIRED_FAULTS,
+    checksum_message,
+    parse_sha256,
+    unfired_message,
+)
+from otpnn.saved_model import save_model
 from otpnn.training import (
     PROTOCOLS,
     JobOptions,
@@ -38,6 +49,14 @@ from otpnn.training import (
 )
 from otpnn.training.memory import check_memory
 from otpnn.training.options import default_workers
+from otpnn.training.report import blas_kernel
+
+EXIT_CODES = (
+    "exit codes: 0 success; 1 training failed (the tree gave up); 2 bad usage, config, data or\n"
+    f"  checkpoint; {EXIT_UNFIRED_FAULTS} planned faults never fired; {EXIT_CHECKSUM_MISMATCH} "
+    "checksum differs from --expect-sha256;\n"
+    "  130 / 143 stopped by Ctrl-C / SIGTERM (resumable with --resume)"
+)
 
 
 def _hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -59,7 +78,7 @@ class _Finite(click.FloatRange):
         return number
 
 
-@click.command()
+@click.command(epilog="\b\n" + GRAMMAR + "\n\n\b\n" + EXIT_CODES)
 @click.option("--dataset", type=click.Choice(DATASETS), default="mnist", show_default=True)
 @click.option(
     "--data-dir", type=click.Path(file_okay=False), help="Directory with the MNIST files."
@@ -69,10 +88,18 @@ class _Finite(click.FloatRange):
 @click.option(
     "--shard-size", type=int, help="Micro-shard size [default: batch-size / 4, at least 32 rows]."
 )
-@click.option("--lr", type=float, default=TrainConfig.lr, show_default=True)
-@click.option("--momentum", type=float, default=TrainConfig.momentum, show_default=True)
+@click.option("--lr", type=float, default=TrainConfig.lr, show_default=True, help="Learning rate.")
+@click.option(
+    "--momentum", type=float, default=TrainConfig.momentum, show_default=True, help="SGD momentum."
+)
 @click.option("--weight-decay", type=float, default=TrainConfig.weight_decay, show_default=True)
-@click.option("--hidden", default="128,64", callback=_hidden, show_default=True)
+@click.option(
+    "--hidden",
+    default="128,64",
+    callback=_hidden,
+    show_default=True,
+    help="Hidden layer sizes, comma-separated (784 inputs and 10 outputs are added).",
+)
 @click.option("--activation", type=click.Choice(ACTIVATIONS), default="relu", show_default=True)
 @click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
 @click.option("--workers", type=int, help="Number of workers [default: number of cores].")
@@ -113,11 +140,35 @@ class _Finite(click.FloatRange):
     show_default=True,
     help="local-sgd: synchronous steps first (post-local SGD).",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the initial weights, the sample order (and synthetic data).",
+)
 @click.option("--synthetic-train", type=int, default=TrainConfig.synthetic_train, show_default=True)
 @click.option("--synthetic-test", type=int, default=TrainConfig.synthetic_test, show_default=True)
 @click.option(
     "--report", "report_path", type=click.Path(dir_okay=False), help="Write the JSON report here."
+)
+@click.option(
+    "--log-dir",
+    type=click.Path(file_okay=False),
+    help="Write TensorBoard scalars and metrics.csv here (per epoch and per --log-every steps).",
+)
+@click.option(
+    "--log-every",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Steps per step row in --log-dir.",
+)
+@click.option(
+    "--save",
+    "save_path",
+    type=click.Path(dir_okay=False),
+    help="Save the trained model here (safetensors: weights and config; see otpnn predict).",
 )
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False))
 @click.option(
@@ -125,7 +176,22 @@ class _Finite(click.FloatRange):
 )
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --checkpoint-dir.")
 @click.option(
-    "--fault", "faults", multiple=True, metavar="SPEC", help="Inject a fault: KIND:TARGET@WHEN."
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="SPEC",
+    help="Inject a fault: KIND:TARGET@WHEN (grammar below); repeat for several.",
+)
+@click.option(
+    "--allow-unfired-faults",
+    is_flag=True,
+    help=f"Exit 0 even if planned faults never fired [default: exit {EXIT_UNFIRED_FAULTS}].",
+)
+@click.option(
+    "--expect-sha256",
+    metavar="HEX",
+    callback=lambda _ctx, _param, value: _sha256_option(value),
+    help=f"Exit {EXIT_CHECKSUM_MISMATCH} unless the final parameters have this SHA-256.",
 )
 @click.option("--chaos", type=_Finite(0, 1), default=0.0, help="Per-shard failure rate.")
 @click.option("--chaos-seed", type=int, default=0, show_default=True)
@@ -168,6 +234,8 @@ def train(**opts: Any) -> None:
         check_memory(config)  # before reading any data
         display = _Display(quiet=opts["quiet"], bar=show_bar)
         job = TrainingJob(config, load_dataset(config), options, on_progress=display.update)
+        if opts["log_dir"]:
+            log_job(job, opts["log_dir"], opts["log_every"])
     except UsageError as e:  # config, options, data, checkpoint, memory: one line, no traceback
         raise click.UsageError(str(e)) from None
     stop_signal = _install_signal_handlers(job)
@@ -198,13 +266,43 @@ def train(**opts: Any) -> None:
         )
     final = final_summary(job, result)
     _write_report(opts, job, final)
+    if opts["save_path"]:
+        try:
+            save_model(opts["save_path"], result["params"], config, {"final": final})
+        except OSError as e:  # checked up front, so a disk that filled during the run
+            click.echo(f"otpnn: cannot write the model {opts['save_path']}: {e}", err=True)
+            sys.exit(1)
     events = job.state.events()
     faults = sum(e.kind == "fault_injected" for e in events)
     click.echo(
         f"done: test accuracy {final['test_accuracy']:.4f}, {final['steps']} steps in "
-        f"{final['seconds']:.1f} s, params sha256 {final['params_sha256']}"
+        f"{final['seconds']:.1f} s, params sha256 {final['params_sha256']} "
+        f"(BLAS kernel: {blas_kernel()})"
     )
     click.echo(f"faults injected: {faults}, restarts: {job.state.restarts}, events: {len(events)}")
+    _check_outcome(opts, job, final)
+
+
+def _check_outcome(opts: dict[str, Any], job: TrainingJob, final: dict[str, Any]) -> None:
+    """Exit non-zero for a run that trained but is not what was asked (see otpnn.run_checks)."""
+    code = 0
+    unfired = job.state.unfired_faults()
+    if unfired and not opts["allow_unfired_faults"]:
+        click.echo(unfired_message(unfired, final["steps"]), err=True)
+        code = EXIT_UNFIRED_FAULTS
+    expected = opts["expect_sha256"]
+    if expected is not None and expected != final["params_sha256"]:
+        click.echo(checksum_message(expected, final["params_sha256"]), err=True)
+        code = EXIT_CHECKSUM_MISMATCH  # a wrong result outranks an untested one
+    if code:
+        sys.exit(code)
+
+
+def _sha256_option(value: str | None) -> str | None:
+    try:
+        return None if value is None else parse_sha256(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 def _parse(opts: dict[str, Any]) -> tuple[TrainConfig, JobOptions]:
@@ -230,40 +328,46 @@ def _parse(opts: dict[str, Any]) -> tuple[TrainConfig, JobOptions]:
 
 def _check_outputs(opts: dict[str, Any]) -> None:
     """Every path the run will write is usable now, not after an epoch of training: the
-    checkpoint directory (created if missing) and the report's directory (which must exist)."""
-    if opts["checkpoint_dir"]:
-        directory = Path(opts["checkpoint_dir"])
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            tempfile.TemporaryFile(dir=directory).close()
-        except OSError as e:
-            raise click.UsageError(
-                f"--checkpoint-dir {directory}: cannot write there ({e.strerror or e})"
-            ) from None
-    if opts["report_path"]:
-        report = Path(opts["report_path"])
-        if report.is_dir():
-            raise click.UsageError(f"--report {report}: is a directory")
-        if not report.parent.is_dir():
-            raise click.UsageError(f"--report {report}: no directory {report.parent}")
-        try:
-            tempfile.TemporaryFile(dir=report.parent).close()
-        except OSError as e:
-            raise click.UsageError(
-                f"--report {report}: cannot write to {report.parent} ({e.strerror or e})"
-            ) from None
+    checkpoint and log directories (created if missing) and the directories of the report and
+    the saved model (which must exist)."""
+    for option, key in (("--checkpoint-dir", "checkpoint_dir"), ("--log-dir", "log_dir")):
+        if opts[key]:
+            directory = Path(opts[key])
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                tempfile.TemporaryFile(dir=directory).close()
+            except OSError as e:
+                raise click.UsageError(
+                    f"{option} {directory}: cannot write there ({e.strerror or e})"
+                ) from None
+    for option, key in (("--report", "report_path"), ("--save", "save_path")):
+        if opts[key]:
+            path = Path(opts[key])
+            if path.is_dir():
+                raise click.UsageError(f"{option} {path}: is a directory")
+            if not path.parent.is_dir():
+                raise click.UsageError(f"{option} {path}: no directory {path.parent}")
+            try:
+                tempfile.TemporaryFile(dir=path.parent).close()
+            except OSError as e:
+                raise click.UsageError(
+                    f"{option} {path}: cannot write to {path.parent} ({e.strerror or e})"
+                ) from None
 
 
 class _Display:
-    """The progress bar (while a ``with`` block runs, if wanted) and one summary line per
-    finished epoch."""
+    """The progress bar (while a ``with`` block runs, if wanted: step, epoch, the last epoch's
+    loss and accuracy) and one summary line per epoch finished while it runs (progress told
+    before, a resumed job's, is where the run starts: not printed again)."""
 
     def __init__(self, *, quiet: bool, bar: bool) -> None:
         self._quiet, self._want_bar = quiet, bar
         self._bar: tqdm | None = None
         self._printed = 0
+        self._running = False
 
     def __enter__(self) -> _Display:
+        self._running = True
         if self._want_bar:
             self._bar = tqdm(desc="training", unit="step", dynamic_ncols=True)
         return self
@@ -275,10 +379,16 @@ class _Display:
 
     def update(self, p: Progress) -> None:
         bar = self._bar
+        row = p.last_epoch
         if bar is not None:
             bar.total = p.total_steps
+            postfix: dict[str, object] = {"epoch": p.epoch}
+            if row is not None:
+                postfix.update(loss=f"{row['train_loss']:.4f}", acc=f"{row['train_accuracy']:.4f}")
+            bar.set_postfix(postfix, refresh=False)
             bar.update(p.step - bar.n)
-        row = p.last_epoch
+        if row is not None and not self._running:
+            self._printed = row["epoch"]  # the resume point: trained before this run
         if row is not None and row["epoch"] > self._printed and not self._quiet:
             self._printed = row["epoch"]
             line = (

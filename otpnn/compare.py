@@ -96,6 +96,8 @@ class Verdict:
     notes: list[str] = field(default_factory=list)
     rtol: float = DEFAULT_RTOL
     acc_atol: float = DEFAULT_ACC_ATOL
+    # Per report label: the faults it planned that never fired (a recovery claim not tested).
+    unfired: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def equivalent(self) -> bool:
@@ -225,6 +227,13 @@ def verdict(
     return result
 
 
+def unfired_faults(r: Report) -> list[str]:
+    """The faults a report says were planned but never fired (none if it does not say)."""
+    faults = r.data.get("faults")
+    unfired = faults.get("unfired") if isinstance(faults, dict) else None
+    return [str(f) for f in unfired] if isinstance(unfired, list) else []
+
+
 def _rate(r: Report) -> float:
     """Mean samples/s over the run's epochs."""
     return sum(row["samples_per_second"] for row in r.epochs) / len(r.epochs)
@@ -307,7 +316,15 @@ def describe(v: Verdict) -> str:
             f"test-loss {test}, accuracy abs diff {p.accuracy_abs:.4f}{bits}"
         )
     lines += [f"note: {n}" for n in v.notes]
-    lines.append("verdict: " + ("equivalent" if v.equivalent else "NOT equivalent"))
+    lines += [
+        f"WARNING: {label}: planned faults never fired ({', '.join(specs)}): "
+        "this run did not test recovery"
+        for label, specs in v.unfired.items()
+    ]
+    verdict_line = "equivalent" if v.equivalent else "NOT equivalent"
+    if v.unfired:
+        verdict_line += ", but planned faults never fired"
+    lines.append("verdict: " + verdict_line)
     return "\n".join(lines)
 
 
@@ -322,6 +339,7 @@ def compare(
     notes = check_comparable(reports)
     v = verdict(reports, rtol, acc_atol)
     v.notes = notes
+    v.unfired = {r.label: unfired_faults(r) for r in reports if unfired_faults(r)}
     return reports, v
 
 

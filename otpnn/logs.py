@@ -8,6 +8,7 @@ import sys
 import threading
 from typing import Any, TextIO, cast
 
+import numpy as np
 import structlog
 from structlog.typing import EventDict, Processor
 from tqdm import tqdm
@@ -78,6 +79,7 @@ def configure_logging(
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _plain_numbers,
             structlog.processors.format_exc_info if tracebacks else _without_traceback,
             _renderer(fmt),
         ],
@@ -88,6 +90,14 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _Tolerant(stream or sys.stderr))),
         cache_logger_on_first_use=False,
     )
+
+
+def _plain_numbers(_logger: Any, _name: str, event: EventDict) -> EventDict:
+    """numpy scalars as plain numbers (``0.19``, not ``np.float64(0.19)``) in every format."""
+    for key, value in event.items():
+        if isinstance(value, np.generic):
+            event[key] = value.item()
+    return event
 
 
 def route_stdlib_logging(fmt: str, level: int = logging.INFO) -> None:

@@ -198,8 +198,10 @@ class MonitoredHandle:
         """The actor has exited: fail the asks still waiting for it, then tell the monitors.
         A future answered meanwhile (a kill racing a reply) keeps its first answer."""
         for future in pending:
+            error = ActorDeadError(f"{self} exited ({describe(reason)}) before replying")
+            error.exit_reason = reason  # type: ignore[attr-defined]  # how it died, for askers
             with contextlib.suppress(queue.Full):
-                fail(future, ActorDeadError(f"{self} exited ({describe(reason)}) before replying"))
+                fail(future, error)
         self._monitors.fire(cast("ActorHandle", self), reason)
 
 

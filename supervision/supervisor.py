@@ -247,6 +247,7 @@ class SupervisorActor(Actor):
         ref = self.actor_ref
         assert isinstance(ref, _SupervisorRefBase)  # ref_class
         return ref
+
     start_timeout: ClassVar[float] = 600.0  # children have their own start timeouts
 
     def __init__(self, specs: Sequence[ChildSpec], config: _Config) -> None:

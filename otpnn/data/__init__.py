@@ -56,13 +56,14 @@ def load_dataset(
     cfg: TrainConfig, *, mirrors: Sequence[str] = DEFAULT_MIRRORS, download: bool = True
 ) -> Dataset:
     """The config's dataset. MNIST missing everywhere is downloaded into the cache (if
-    `download`); offline, the error says where to put the files."""
+    `download`, and never when ``cfg.data_dir`` names where it should be); offline, the error
+    says where to put the files."""
     if cfg.dataset == "synthetic":
         return synthetic_dataset(cfg.seed, cfg.synthetic_train, cfg.synthetic_test)
     try:
         directory = find_mnist(cfg.data_dir)
     except DataError as missing:
-        if not download:
+        if not download or cfg.data_dir:
             raise
         try:
             directory = fetch_mnist(cache_dir(), mirrors)

@@ -65,8 +65,11 @@ def cache_dir() -> Path:
 
 
 def search_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """The directories looked in, in order."""
-    dirs = [Path(data_dir)] if data_dir else []
+    """The directories looked in, in order. An explicit ``data_dir`` is the only one: a wrong
+    one is the user's mistake to hear about, not a reason to read (or download) another."""
+    if data_dir:
+        return [Path(data_dir)]
+    dirs = []
     if os.environ.get(ENV_VAR):
         dirs.append(Path(os.environ[ENV_VAR]))
     return [*dirs, cache_dir()]

@@ -178,3 +178,18 @@ def evaluate(
         correct += chunk_correct
     n = max(len(labels), 1)
     return loss / n, correct / n
+
+
+def predict_logits(
+    params: np.ndarray, sizes: Sizes, activation: str, images_u8: np.ndarray, chunk: int = 1000
+) -> np.ndarray:
+    """Logits (N, classes) by the very forward pass of :func:`evaluate`, so their argmax is the
+    class evaluate counts (a saved model predicts what its test accuracy says)."""
+    views = layer_views(params, sizes)
+    out = np.empty((len(images_u8), sizes[-1]), params.dtype)
+    for start in range(0, len(images_u8), chunk):
+        x = images_u8[start : start + chunk]
+        ws = _workspace(sizes, len(x), params.dtype)
+        _scale_inputs(x, ws)
+        out[start : start + len(x)] = _forward(views, activation, ws)
+    return out

@@ -31,7 +31,7 @@ import structlog
 
 from otpnn.checkpoint import CheckpointError, save_weights
 from otpnn.config import ConfigError, TrainConfig
-from otpnn.data import DataError, Dataset, load_dataset
+from otpnn.data import DataError, Dataset, find_mnist, load_dataset
 from otpnn.faults import Chaos, parse_fault
 from otpnn.service.schema import JobRequest, check_data_dir
 from otpnn.service.store import Store, UnknownJob
@@ -158,6 +158,8 @@ class JobManager:
             body["checkpoint_every"] = self.checkpoint_every
         body["workers"] = body["workers"] or default_workers()
         config = TrainConfig.from_dict(body)
+        if config.dataset == "mnist":
+            _check_mnist(config.data_dir)
         resolve(config, JobOptions(faults=tuple(parse_fault(s) for s in options["faults"])))
         record: dict[str, Any] = {
             "id": self.store.new_id(),
@@ -406,3 +408,17 @@ def _json_ids(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row["children"] = _json_ids(row["children"])
         out.append(row)
     return out
+
+
+def _check_mnist(data_dir: str | None) -> None:
+    """A job on MNIST is refused at once (ValueError: 422) when the service cannot find the
+    files, instead of being queued to fail later: the service never downloads."""
+    try:
+        find_mnist(data_dir)
+    except DataError as e:
+        where = str(e).splitlines()[0]
+        raise ValueError(
+            "dataset 'mnist' needs its four files where the service can read them: give data_dir "
+            f"(an absolute directory holding them), or put them in $OTPNN_DATA_DIR or the cache "
+            f"before starting the service ({where})"
+        ) from None

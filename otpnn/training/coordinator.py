@@ -177,9 +177,10 @@ class Coordinator(FaultTarget, Actor):
     def commit(self, step: int, losses: Iterable[float], corrects: Iterable[float]) -> None:
         """Step ``step`` is done (the driver's state after it is whole): count it."""
         samples = sum(b - a for a, b in self.batches.shards(step)[1])
-        self._tally.add_step(losses, corrects, samples)
+        loss, correct = self._tally.add_step(losses, corrects, samples)
         self._step = step
         self._note_recovery(step)
+        self.state.step_metrics(step, loss / samples, correct / samples)
 
     def show_progress(self, step: int, epoch: int) -> None:
         self.state.advance(step, epoch, self.total_steps, None)

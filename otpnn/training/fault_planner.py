@@ -73,6 +73,16 @@ class FaultBook:
         with self._lock:
             return len(self._fired)
 
+    def planned(self) -> list[Fault]:
+        """Every fault planned, in plan order (also those added while the job ran)."""
+        with self._lock:
+            return list(self._faults)
+
+    def unfired(self) -> list[Fault]:
+        """The planned faults that have not fired, in plan order."""
+        with self._lock:
+            return [f for i, f in enumerate(self._faults) if i not in self._fired]
+
 
 @dataclass
 class Planned:

@@ -241,8 +241,9 @@ class TrainingJob:
         cfg = self.config
         worker = self._data_actors()[1]
         handle = spawn(
-            worker, index, segments, cfg.layer_sizes, cfg.activation, cfg.backend, kind=cfg.backend
-        )
+            worker, index, segments, cfg.layer_sizes, cfg.activation, cfg.backend, self.name,
+            kind=cfg.backend,
+        )  # fmt: skip
         return self._started(f"worker-{index}", handle)
 
     def _start_coordinator(self) -> ActorHandle:
@@ -409,11 +410,16 @@ class TrainingJob:
         lines = [f"training failed: the supervision tree gave up ({why})"]
         lines += [f"  step {e.step}: {e.actor} {e.kind}: {e.reason}" for e in failures]
         snap = self.state.latest_snapshot()
-        if self.checkpoint_path is not None and self.checkpoint_path.exists():
+        if self.checkpoint_path is None:
+            lines.append("no checkpoint on disk (use --checkpoint-dir to keep one)")
+        elif self.checkpoint_path.exists():
             lines.append(
                 f"last checkpoint: {self.checkpoint_path} (step {snap.step if snap else '?'})"
             )
         else:
-            lines.append("no checkpoint on disk (use --checkpoint-dir to keep one)")
+            lines.append(
+                f"no checkpoint in {self.checkpoint_path.parent} yet: the job failed before its "
+                "first one (written at epoch ends, or every N steps with --checkpoint-every N)"
+            )
         return "\n".join(lines)
 

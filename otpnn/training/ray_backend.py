@@ -121,7 +121,13 @@ class RayWorker(FaultTarget, Actor):
     ray_options = RayOptions(num_cpus=1)
 
     def __init__(
-        self, index: int, data: RayData, sizes: tuple[int, ...], activation: str, backend: str
+        self,
+        index: int,
+        data: RayData,
+        sizes: tuple[int, ...],
+        activation: str,
+        backend: str,
+        job: str = "job",  # as Worker's; unused: Ray titles its worker processes itself
     ) -> None:
         super().__init__()
         self.index = index

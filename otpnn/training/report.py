@@ -1,7 +1,8 @@
 """The JSON report of a run: the same schema for the CLI, the service and the Elixir reference.
 
 Top-level keys: ``config``, ``environment``, ``epochs`` (one row per epoch), ``restarts``,
-``events``, ``final``; ``schema`` names the version. See README.md, "Report format".
+``events``, ``faults`` (``planned`` and ``unfired`` specs), ``final``; ``schema`` names the
+version. See README.md, "Report format".
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def environment(workers: int, backend: str, protocol: str | None = None) -> dict
         if lib.get("user_api") == "blas"
     ]
     return {
+        "blas_kernel": blas_kernel(),
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
         "numpy": np.__version__,
@@ -47,6 +49,19 @@ def environment(workers: int, backend: str, protocol: str | None = None) -> dict
     }
 
 
+def blas_kernel() -> str:
+    """The BLAS library and the kernel it chose for this CPU, e.g. ``openblas 0.3.27 Haswell``.
+
+    Checksums are reproducible for a given kernel: another kernel (another CPU kind) rounds a
+    matrix product differently, so this names what a run's ``params_sha256`` holds for."""
+    libs = [lib for lib in threadpool_info() if lib.get("user_api") == "blas"]
+    if not libs:
+        return "unknown"
+    lib = libs[0]
+    parts = (lib.get("internal_api"), lib.get("version"), lib.get("architecture"))
+    return " ".join(str(p) for p in parts if p) or "unknown"
+
+
 def build_report(
     config: TrainConfig,
     workers: int,
@@ -57,6 +72,7 @@ def build_report(
     final: dict[str, Any],
     dataset: str,
     protocol: str | None = None,
+    faults: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     cfg = config.to_dict()
     cfg.update(workers=workers, shard_size=config.effective_shard_size, dataset_name=dataset)
@@ -68,6 +84,7 @@ def build_report(
         "epochs": epochs,
         "restarts": restarts,
         "events": events,
+        "faults": faults or {"planned": [], "unfired": []},
         "final": final,
     }
 
@@ -85,6 +102,10 @@ def job_report(job: TrainingJob, final: dict[str, Any] | None) -> dict[str, Any]
         final=final or {"failed": True, "steps": job.progress.step},
         dataset=job.dataset.name,
         protocol=job.protocol,
+        faults={
+            "planned": [str(f) for f in job.state.planned_faults()],
+            "unfired": [str(f) for f in job.state.unfired_faults()],
+        },
     )
 
 

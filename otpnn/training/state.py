@@ -30,8 +30,11 @@ class EpochTally:
     samples: int = 0
     seconds: float = 0.0
 
-    def add_step(self, losses: Iterable[float], corrects: Iterable[float], samples: int) -> None:
-        """Count one finished step: its shards' (loss sum, correct count), in shard order."""
+    def add_step(
+        self, losses: Iterable[float], corrects: Iterable[float], samples: int
+    ) -> tuple[float, int]:
+        """Count one finished step: its shards' (loss sum, correct count), in shard order;
+        returns the step's own (loss sum, correct count)."""
         step_loss, step_correct = 0.0, 0
         for loss, correct in zip(losses, corrects, strict=True):
             step_loss += loss
@@ -39,6 +42,7 @@ class EpochTally:
         self.loss_sum += step_loss
         self.correct += step_correct
         self.samples += samples
+        return float(step_loss), step_correct
 
     def row(self, epoch: int, test_loss: float, test_accuracy: float) -> dict[str, Any]:
         """The report's row for the finished epoch ``epoch``."""
@@ -108,6 +112,10 @@ class JobState:
         self.done = threading.Event()
         self.result: dict[str, Any] | None = None
         self.failure: str | None = None  # why the job cannot go on, outside the tree's reach
+        # Told (step, train loss, train accuracy) of every step committed, on the coordinator's
+        # thread (so it must be quick); in a lockstep run at the run's end. A redone step is
+        # told again, with the same values.
+        self.on_step: Callable[[int, float, float], None] | None = None
 
     # -- snapshots ---------------------------------------------------------------------------
     def save_snapshot(self, snapshot: Snapshot) -> None:
@@ -127,6 +135,16 @@ class JobState:
     @property
     def faults_fired(self) -> int:
         return self.faults.fired
+
+    def planned_faults(self) -> list[Fault]:
+        """Every fault planned for the job, in the order planned (also those added while it ran)."""
+        return self.faults.planned()
+
+    def unfired_faults(self) -> list[Fault]:
+        """Planned faults that have not fired. After a finished job these never did (e.g. a step
+        past the end, or a worker that was never given work): a fault-injection run that tested
+        nothing, which the CLI reports as an error and a report records."""
+        return self.faults.unfired()
 
     # -- events, starts ----------------------------------------------------------------------
     def record(self, event: Event) -> None:
@@ -174,6 +192,10 @@ class JobState:
             )
         if self._on_progress is not None:
             self._on_progress(self.progress)
+
+    def step_metrics(self, step: int, loss: float, accuracy: float) -> None:
+        if self.on_step is not None:
+            self.on_step(step, loss, accuracy)
 
     def finish(self, result: dict[str, Any]) -> None:
         self.result = result

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+from setproctitle import setproctitle
 from threadpoolctl import threadpool_limits
 
 from otpnn.faults import FaultTarget
@@ -43,9 +44,11 @@ class Worker(FaultTarget, Actor):
         sizes: tuple[int, ...],
         activation: str,
         backend: str,
+        job: str = "job",
     ) -> None:
         super().__init__()
         self.index = index
+        self._job = job
         self.own_process = backend == "process"
         self.sizes = sizes
         self.activation = activation
@@ -73,6 +76,8 @@ class Worker(FaultTarget, Actor):
         # One BLAS thread per worker: N workers use N cores, and results do not depend on how
         # many threads BLAS would otherwise pick.
         threadpool_limits(limits=1)
+        if self.own_process:  # `ps` and `htop` then say which worker of which job this is
+            setproctitle(f"otpnn worker-{self.index} job={self._job}")
         self._images = SharedArray.attach(self._data.images)
         self._labels = SharedArray.attach(self._data.labels)
         self._perm = SharedArray.attach(self._data.perm)

@@ -12,10 +12,12 @@ from supervision.process.handle import (
     ensure_forkserver,
     start,
 )
+from supervision.process.main_guard import MainModuleNotGuarded
 from supervision.spawn import register_kind
 
 __all__ = [
     "DeadlineExceeded",
+    "MainModuleNotGuarded",
     "ProcessActorProxy",
     "ProcessActorRef",
     "ProcessOptions",

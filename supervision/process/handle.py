@@ -38,6 +38,7 @@ from pykka import ActorDeadError, CallableProxy, ThreadingFuture, Timeout, messa
 
 from supervision.process import runner
 from supervision.process.errors import DeadlineExceeded
+from supervision.process.main_guard import check_main_guard
 from supervision.reasons import KILLED, NORMAL, ExitedWithCode, KilledBySignal, Reason
 from supervision.refs import MonitorSet, WatchedHandle, fail
 
@@ -66,7 +67,9 @@ def ensure_forkserver(preload: list[str] | tuple[str, ...] = ()) -> None:
     starts. A library configured by environment variables when it loads (BLAS threads, for
     numpy) is then configured in the forkserver, not by a child's ``env``: preload first a
     module of yours that sets ``os.environ``, then the library.
+    Raises :class:`MainModuleNotGuarded` when called from a script's unguarded top-level code.
     """
+    check_main_guard()
     with _ctx_lock:
         _PRELOAD.extend(m for m in preload if m not in _PRELOAD)
     context()
@@ -420,7 +423,9 @@ def start(actor_class: type[pykka.Actor], *args: Any, **kwargs: Any) -> ProcessA
     """Start ``actor_class(*args, **kwargs)`` in its own process; return once it is constructed.
 
     Options come from the class attribute ``process_options`` (a :class:`ProcessOptions`).
-    Raises the constructor's exception if it fails.
+    Raises the constructor's exception if it fails, and :class:`MainModuleNotGuarded` when
+    called from a script's top-level code outside ``if __name__ == "__main__":``.
     """
+    check_main_guard()
     opts = getattr(actor_class, "process_options", None) or ProcessOptions()
     return ProcessActorRef(actor_class, args, kwargs, opts)

@@ -48,6 +48,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> RayCo
         )
     else:
         _check_reachable(address)
+        _check_admitted(address)
         try:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
         except ConnectionError as exc:
@@ -56,6 +57,24 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> RayCo
             why = f": {lines[-1].strip()}" if lines else ""
             raise ConnectionError(f"could not join the Ray cluster at {address}{why}") from exc
     return RayConnection(address, owned=True, startup_seconds=time.perf_counter() - started)
+
+
+def _check_admitted(address: str) -> None:
+    """Fail at once if the cluster refuses this process (token authentication, Ray 2.59+,
+    without RAY_AUTH_MODE=token and the head's token here): one GCS client asks, and is told
+    within milliseconds, where ``ray.init`` retries for ~20 s first. A Ray without these
+    (internal) classes is left to ``ray.init``."""
+    if "://" in address or ":" not in address:
+        return
+    try:
+        from ray._raylet import GcsClient  # type: ignore[attr-defined]  # not in ray's stubs
+        from ray.exceptions import AuthenticationError
+    except ImportError:
+        return
+    try:
+        GcsClient(address=address)
+    except AuthenticationError as exc:
+        raise ConnectionError(f"could not join the Ray cluster at {address}: {exc}") from exc
 
 
 def _check_reachable(address: str) -> None:

@@ -62,6 +62,7 @@ class RayOptions:
 # How long an ended actor's process is kept for the replies it sent to arrive (seconds).
 REPLY_GRACE = 2.0
 
+
 class RayActorRef(WatchedHandle):
     """A ref to an actor running as a Ray actor; Pykka's ``ActorRef`` interface plus the
     supervision half of :class:`~supervision.refs.ActorHandle`."""

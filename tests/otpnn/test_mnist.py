@@ -31,7 +31,7 @@ def _copy_small_files(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_search_order_explicit_then_env_then_cache(tmp_path, monkeypatch, mnist_dir):
+def test_search_order_explicit_alone_else_env_then_cache(tmp_path, monkeypatch, mnist_dir):
     explicit = _copy_small_files(mnist_dir, tmp_path / "explicit")
     env = _copy_small_files(mnist_dir, tmp_path / "env")
     cache = _copy_small_files(mnist_dir, cache_dir())
@@ -40,12 +40,14 @@ def test_search_order_explicit_then_env_then_cache(tmp_path, monkeypatch, mnist_
     assert find_mnist(None) == env
     monkeypatch.delenv("OTPNN_DATA_DIR")
     assert find_mnist(None) == cache
-    assert find_mnist(tmp_path / "empty") == cache
+    with pytest.raises(DataError, match="empty: missing"):
+        find_mnist(tmp_path / "empty")  # an explicit directory is the only one looked in
 
 
-def test_missing_everywhere_says_where_to_put_the_files(tmp_path):
+def test_missing_everywhere_says_where_to_put_the_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("OTPNN_DATA_DIR", str(tmp_path / "mine"))
     with pytest.raises(DataError) as err:
-        find_mnist(tmp_path / "mine")
+        find_mnist()
     msg = str(err.value)
     assert str(tmp_path / "mine") in msg
     assert str(cache_dir()) in msg
@@ -53,9 +55,23 @@ def test_missing_everywhere_says_where_to_put_the_files(tmp_path):
     assert "OTPNN_DATA_DIR" in msg
 
 
+def test_an_explicit_wrong_data_dir_is_an_error_without_fallback_or_download(
+    tmp_path, serve, mnist_dir, monkeypatch
+):
+    monkeypatch.setenv("OTPNN_DATA_DIR", str(mnist_dir))  # would be found if looked at
+    mirror = serve(tmp_path / "empty-mirror")
+    cfg = TrainConfig(data_dir=str(tmp_path / "typo"))
+    with pytest.raises(DataError) as err:
+        load_dataset(cfg, mirrors=[mirror])
+    msg = str(err.value)
+    assert f"{tmp_path / 'typo'}: missing" in msg
+    assert "Download failed" not in msg
+    assert str(mnist_dir) not in msg
+
+
 def test_offline_and_absent_is_one_clear_error(tmp_path, serve):
     dead = serve(tmp_path / "empty-mirror")  # answers 404 for everything
-    cfg = TrainConfig(data_dir=str(tmp_path / "nothing"))
+    cfg = TrainConfig()
     with pytest.raises(DataError) as err:
         load_dataset(cfg, mirrors=[dead, "http://127.0.0.1:9/"])
     msg = str(err.value)

@@ -32,9 +32,22 @@ from otpnn.config import TrainConfig
 from otpnn.model import Hyper
 from otpnn.schedule import Batches
 from otpnn.training.fault_planner import FaultPlanner, Planned
+from supervision.reasons import KILLED, ExitedWithCode, KilledBySignal
 from supervision.refs import ActorHandle
 
 Workers = Sequence[tuple[int, ActorHandle]]  # live workers: (index, handle), by index
+
+
+def loss_kind(exc: BaseException) -> str:
+    """How a worker whose ask failed with ``exc`` was lost, for its event ``worker_<kind>``:
+    ``killed`` (SIGKILL, or a thread actor's kill()), ``exit`` (it exited with a code) or
+    ``crash`` (an exception, or a death whose reason is not known)."""
+    reason = getattr(exc, "exit_reason", None)
+    if reason == KILLED or isinstance(reason, KilledBySignal):
+        return "killed"
+    if isinstance(reason, ExitedWithCode):
+        return "exit"
+    return "crash"
 
 
 class Interrupted(Exception):

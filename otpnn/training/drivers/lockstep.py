@@ -27,7 +27,7 @@ from otpnn.model import num_params
 from otpnn.schedule import shard_bounds
 from otpnn.training import segments
 from otpnn.training.drivers import lockstep_rank as ranks
-from otpnn.training.drivers.base import Driver, Host, Interrupted, Workers
+from otpnn.training.drivers.base import Driver, Host, Interrupted, Workers, loss_kind
 from otpnn.training.drivers.lockstep_rank import LockstepSegments, RunSteps
 from otpnn.training.fault_planner import Planned
 from supervision.reasons import describe
@@ -193,7 +193,7 @@ class LockstepDriver(Driver):
             except pykka.Timeout:
                 continue
             except Exception as e:  # the worker crashed, exited, was killed
-                run.lost.append(Lost(index, worker, "crash", describe(e)))
+                run.lost.append(Lost(index, worker, loss_kind(e), describe(e)))
                 self._abort(run, self.host.step_timeout)
             del run.pending[rank]
 
@@ -227,4 +227,3 @@ class LockstepDriver(Driver):
             self._stats.descriptor(),
             self._control.descriptor(),
         )
-

@@ -24,7 +24,7 @@ import pykka
 from otpnn.model import num_params, reduce_in_order, sgd_update, shard_gradient
 from otpnn.schedule import shard_bounds
 from otpnn.training import segments
-from otpnn.training.drivers.base import Driver, Host, Interrupted, Workers
+from otpnn.training.drivers.base import Driver, Host, Interrupted, Workers, loss_kind
 from otpnn.training.drivers.task import WorkerSide, WorkerTask
 from otpnn.training.fault_planner import split
 from supervision.reasons import describe
@@ -234,7 +234,7 @@ class StepwiseDriver(Driver):
                     worker.kill()
                     lost.extend(run)
                 except Exception as e:  # the worker crashed, exited, was killed: redo its run
-                    host.failure(step, index, worker, "crash", describe(e))
+                    host.failure(step, index, worker, loss_kind(e), describe(e))
                     lost.extend(run)
             if lost:
                 host.lost_step(step)

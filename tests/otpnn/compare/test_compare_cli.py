@@ -168,3 +168,28 @@ def test_plot_writes_a_png(tmp_path) -> None:
     result = run(a, b, c, "--plot", str(png))
     assert result.exit_code == 0, result.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_run_whose_faults_never_fired_is_named_and_exits_3(tmp_path) -> None:
+    clean = report("otpnn", 1, 1.0)
+    claimed = report("elixir-reference", 2, 0.6)
+    spec = "crash:worker=1@shard=3"
+    claimed["faults"] = {"planned": [spec], "unfired": [spec]}
+    paths = [write(tmp_path, "a.json", clean), write(tmp_path, "b.json", claimed)]
+    result = CliRunner().invoke(main, ["compare", *paths])
+    assert result.exit_code == 3, result.output
+    assert "WARNING: elixir-reference, 2 workers: planned faults never fired" in result.output
+    assert "crash:worker=1@shard=3" in result.output
+    assert "verdict: equivalent, but planned faults never fired" in result.output
+    allowed = CliRunner().invoke(main, ["compare", *paths, "--allow-unfired-faults"])
+    assert allowed.exit_code == 0, allowed.output
+
+
+def test_faults_that_fired_are_no_warning(tmp_path) -> None:
+    clean = report("otpnn", 1, 1.0)
+    faulty = report("otpnn", 2, 0.6)
+    faulty["faults"] = {"planned": ["crash:worker=1@step=3"], "unfired": []}
+    paths = [write(tmp_path, "a.json", clean), write(tmp_path, "b.json", faulty)]
+    result = CliRunner().invoke(main, ["compare", *paths])
+    assert result.exit_code == 0, result.output
+    assert "WARNING" not in result.output

@@ -95,9 +95,25 @@ def test_a_worker_fault_in_the_elixir_tree_changes_nothing(shared, mix_env, faul
     assert sorted(kinds[1:3]) == ["restart", "worker_crash"]
     assert kinds[3:] == ["recovered"]
     assert data["restarts"] == 1
+    assert data["faults"] == {"planned": [fault], "unfired": []}
     assert data["final"]["params_sha256"] == clean["final"]["params_sha256"]
     _, verdict = compare([shared["otpnn"], faulty], rtol=1e-3, acc_atol=0.005)
     assert verdict.equivalent, verdict
+
+
+def test_a_fault_that_never_fires_exits_3_and_compare_says_so(shared, mix_env) -> None:
+    """One worker gets every shard, so a fault aimed at worker 1 never fires: the reference
+    exits 3 with the report written, the report names the fault, compare warns."""
+    report = shared["export"].parent / "elixir-unfired.json"
+    args = ["--workers", "1", "--report", str(report), "--fault", "crash:worker=1@shard=3"]
+    done = _run(["mix", "otpnn_ref.train", str(shared["export"]), *args], ELIXIR, mix_env)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "never fired: crash:worker=1@shard=3" in done.stderr
+    data = json.loads(report.read_text())
+    spec = "crash:worker=1@shard=3"
+    assert data["faults"] == {"planned": [spec], "unfired": [spec]}
+    _, verdict = compare([shared["otpnn"], report], rtol=1e-3, acc_atol=0.005)
+    assert verdict.unfired == {"elixir-reference, 1 worker": ["crash:worker=1@shard=3"]}
 
 
 def test_one_elixir_worker_computes_the_same_as_two(shared, mix_env) -> None:

@@ -115,15 +115,14 @@ def test_a_failing_job_leaves_the_others_and_the_service_alone(service, fault_fr
     assert svc.client.get("/tree").json()["children"][0]["children"] == []
 
 
-def test_missing_mnist_fails_the_job_clearly_without_a_download(service, tmp_path) -> None:
+def test_missing_mnist_is_refused_at_once_without_a_download(service, tmp_path) -> None:
     svc = service()
-    job_id = svc.submit(dataset="mnist", data_dir=str(tmp_path))
-    status = svc.wait(job_id)
-    assert status["state"] == "failed"
-    assert "MNIST not found" in status["error"]
-    assert str(tmp_path) in status["error"]
+    r = svc.client.post("/jobs", json={"dataset": "mnist", "data_dir": str(tmp_path)})
+    assert r.status_code == 422, r.text
+    assert "MNIST not found" in r.json()["error"]
+    assert str(tmp_path) in r.json()["error"]
     assert not (tmp_path / "cache").exists()  # XDG_CACHE_HOME of this test: nothing fetched
-    assert svc.client.get("/healthz").json()["jobs"]["failed"] == 1
+    assert svc.client.get("/jobs").json() == []
 
 
 def test_tree_shows_the_running_job_down_to_its_worker_processes(service) -> None:

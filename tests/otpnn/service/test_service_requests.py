@@ -34,6 +34,15 @@ def test_a_bad_job_config_is_a_422_naming_the_problem(service, job_config, chang
     assert svc.client.get("/jobs").json() == []
 
 
+def test_an_mnist_job_without_files_to_read_is_refused_at_once(service) -> None:
+    svc = service()
+    r = svc.client.post("/jobs", json={})  # MNIST, no data_dir, none in the (test's) cache
+    assert r.status_code == 422, r.text
+    assert "dataset 'mnist' needs its four files" in r.json()["error"]
+    assert "give data_dir" in r.json()["error"]
+    assert svc.client.get("/jobs").json() == []
+
+
 def test_data_dir_inside_the_state_dir_is_refused(service) -> None:
     svc = service()
     (svc.state_dir / "jobs").mkdir(exist_ok=True)

@@ -78,8 +78,7 @@ def host() -> Iterator[FakeHost]:
     loader = spawn(Loader, ds.train_images, ds.train_labels, CFG.seed)
     segments = loader.proxy().segments().get(timeout=10)
     workers = [
-        (i, spawn(Worker, i, segments, CFG.layer_sizes, CFG.activation, "thread"))
-        for i in range(2)
+        (i, spawn(Worker, i, segments, CFG.layer_sizes, CFG.activation, "thread")) for i in range(2)
     ]
     try:
         loader.proxy().open_epoch(1).get(timeout=10)

@@ -35,6 +35,11 @@ defmodule OtpnnRef.Report do
       epochs: s.history,
       restarts: s.restarts,
       events: s.events,
+      # The Coordinator drops a fault from s.faults when it fires: what is left never did.
+      faults: %{
+        planned: Enum.map(job.faults, & &1.spec),
+        unfired: Enum.map(s.faults, & &1.spec)
+      },
       final: %{
         test_accuracy: List.last(s.history).test_accuracy,
         params_sha256: MLP.sha256_float32(s.params),

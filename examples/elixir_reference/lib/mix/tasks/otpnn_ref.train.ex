@@ -4,7 +4,8 @@ defmodule Mix.Tasks.OtpnnRef.Train do
 
       mix otpnn_ref.train EXPORT_DIR --workers N --report PATH [--fault SPEC ...]
 
-  Exit status 0 on success, 1 if the tree gave up, 2 on bad arguments or export files.
+  Exit status 0 on success, 1 if the tree gave up, 2 on bad arguments or export files, 3 if
+  planned faults never fired (the report's `faults.unfired` names them).
   """
   use Mix.Task
 
@@ -35,6 +36,16 @@ defmodule Mix.Tasks.OtpnnRef.Train do
           )
 
           Application.stop(:otpnn_ref)
+
+          # As `otpnn train`: planned faults that never fired mean nothing was tested (exit 3).
+          if report.faults.unfired != [] do
+            IO.puts(
+              :stderr,
+              "otpnn_ref: ERROR: planned faults never fired: #{Enum.join(report.faults.unfired, ", ")}"
+            )
+
+            System.halt(3)
+          end
 
         {:DOWN, ^ref, :process, _, reason} ->
           IO.puts(:stderr, "otpnn_ref: the tree gave up: #{inspect(reason)}")
