@@ -422,4 +422,3 @@ class TrainingJob:
                 "first one (written at epoch ends, or every N steps with --checkpoint-every N)"
             )
         return "\n".join(lines)
-
