@@ -61,15 +61,15 @@ def _main_script_frame() -> FrameType | None:
 
 @cache
 def _guard_lines(path: str) -> tuple[tuple[int, int], ...] | None:
-    """Line spans of the script's top-level ``if __name__ == "__main__":`` blocks (None if the
-    source cannot be read or parsed: then nothing is claimed)."""
+    """Line spans of the script's ``if __name__ == "__main__":`` blocks, also nested ones (in
+    a ``try``, say). None if the source cannot be read or parsed: then nothing is claimed."""
     try:
         with open(path, encoding="utf-8") as f:
             tree = ast.parse(f.read(), path)
     except (OSError, SyntaxError, ValueError):
         return None
     spans = []
-    for node in tree.body:
+    for node in ast.walk(tree):
         if isinstance(node, ast.If) and _is_main_test(node.test):
             spans.append((node.lineno, node.end_lineno or node.lineno))
     return tuple(spans)

@@ -70,3 +70,20 @@ def test_a_function_called_from_the_guard_is_guarded(tmp_path) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "hi"
+
+
+def test_a_guard_inside_a_try_block_counts(tmp_path) -> None:
+    run = run_script(
+        tmp_path,
+        """
+        try:
+            if __name__ == "__main__":
+                ref = start(Echo)
+                print(ref.ask("hi"))
+                ref.stop()
+        finally:
+            pass
+        """,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "hi"
