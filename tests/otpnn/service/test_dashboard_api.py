@@ -200,7 +200,7 @@ def test_events_and_curves_of_a_job_with_a_recovered_kill(service, fault_free_sh
     kinds = [(e["kind"], e["actor"]) for e in events]
     for expected in [
         ("fault_injected", "worker-0"),
-        ("worker_crash", "worker-0"),
+        ("worker_killed", "worker-0"),  # a SIGKILL, reported as such
         ("recovered", "coordinator"),
         ("restart", "worker-0"),
     ]:
