@@ -44,7 +44,7 @@ import pykka
 from otpnn.local_sgd import Batch, RoundSchedule, average_into
 from otpnn.model import num_params
 from otpnn.training import segments
-from otpnn.training.drivers.base import Driver, Host, Interrupted, Workers
+from otpnn.training.drivers.base import Driver, Host, Interrupted, Workers, loss_kind
 from otpnn.training.drivers.local_sgd_task import ShareResult, TrainShare
 from otpnn.training.drivers.stepwise import LOOK_EVERY, StepwiseDriver
 from otpnn.training.fault_planner import Planned
@@ -208,7 +208,7 @@ class LocalSGDDriver(Driver):
                     worker.kill()
                     lost.append(rank)
                 except Exception as e:  # crashed, exited, killed: the share is trained again
-                    host.failure(shares[rank][0], index, worker, "crash", describe(e))
+                    host.failure(shares[rank][0], index, worker, loss_kind(e), describe(e))
                     lost.append(rank)
             for rank in lost:
                 for step in shares[rank]:
