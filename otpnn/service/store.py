@@ -2,31 +2,61 @@
 
 ::
 
+    <state-dir>/serve.lock                    held (flock) by the one service using this dir
     <state-dir>/jobs/<id>/job.json            the job record: config, options, state, times, error
+    <state-dir>/jobs/<id>/job.json.damaged    a record that failed validation, kept as it was
     <state-dir>/jobs/<id>/ckpt/checkpoint.safetensors
     <state-dir>/jobs/<id>/report.json         the same report as ``otpnn train --report``
     <state-dir>/jobs/<id>/model.safetensors   the trained weights
 
-Job ids are made here (random hex) and checked against a strict pattern before they become a
-path, so no request can name a file outside the state directory. Every write is atomic.
+Rules:
+
+- One service per state dir: :meth:`Store.lock` takes an OS file lock (``flock``) that the kernel
+  releases when the process ends however it ends, so a SIGKILLed service never leaves a stale
+  lock, and a second service on the same dir is refused before it reads a record.
+- Nothing is written after :meth:`Store.close`: every write goes through :meth:`Store.writing`,
+  which refuses once the store is closed (a job thread that outlived a shutdown writes nothing).
+- Job ids are made here (random hex) and checked against a strict pattern before they become a
+  path, so no request can name a file outside the state directory. Every write is atomic.
+- Reading never trusts the disk: :meth:`Store.read` turns any unreadable record (truncated,
+  not UTF-8, a directory in its place) into :class:`DamagedRecord` with the reason.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import secrets
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from otpnn.atomic import write_atomic
 
 JOB_ID = re.compile(r"^[0-9a-f]{12}$")
+LOCK_FILE = "serve.lock"
+RECORD = "job.json"
+DAMAGED = "job.json.damaged"
 
 
 class UnknownJob(KeyError):
     """No job with this id (or an id that cannot be one)."""
+
+
+class StateDirBusy(RuntimeError):
+    """Another process holds the state directory's lock."""
+
+
+class StoreClosed(RuntimeError):
+    """A write after the service shut down: refused, so the state dir stays as it was left."""
+
+
+class DamagedRecord(ValueError):
+    """A job record that cannot be used; the message says why."""
 
 
 class Store:
@@ -34,7 +64,47 @@ class Store:
         self.root = Path(root).resolve()
         self.jobs = self.root / "jobs"
         self.jobs.mkdir(parents=True, exist_ok=True)
+        self._lock_fd: int | None = None
+        self._closed = False
+        self._write_lock = threading.Lock()
 
+    # -- the one service of this directory ----------------------------------------------------
+    def lock(self) -> None:
+        """Hold the state dir for this process until :meth:`close` or the process's end;
+        StateDirBusy (naming the holder's pid) if another process holds it. Idempotent."""
+        if self._lock_fd is not None:
+            return
+        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)  # close-on-exec
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise StateDirBusy(
+                f"state dir {self.root} is in use by another otpnn serve (pid {holder}); "
+                "stop that one or pass another --state-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        """No write from now on (waits for one in progress); then give the lock back."""
+        with self._write_lock:
+            self._closed = True
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the only descriptor releases the flock
+            self._lock_fd = None
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold while writing anything under the state dir: StoreClosed after :meth:`close`."""
+        with self._write_lock:
+            if self._closed:
+                raise StoreClosed("the service has stopped: nothing more is written")
+            yield
+
+    # -- paths --------------------------------------------------------------------------------
     @staticmethod
     def new_id() -> str:
         return secrets.token_hex(6)
@@ -54,26 +124,47 @@ class Store:
     def model_path(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "model.safetensors"
 
+    # -- records ------------------------------------------------------------------------------
     def save(self, record: dict[str, Any]) -> None:
         """Write a job record atomically (a crash leaves the old record or the new one)."""
-        directory = self.job_dir(record["id"])
-        directory.mkdir(parents=True, exist_ok=True)
-        write_json(directory / "job.json", record)
+        with self.writing():
+            directory = self.job_dir(record["id"])
+            directory.mkdir(parents=True, exist_ok=True)
+            write_json(directory / RECORD, record)
 
-    def load_all(self) -> list[dict[str, Any]]:
-        """Every readable job record, oldest first; unreadable ones are skipped (and named by
-        the caller's log), so one damaged directory does not keep the service down."""
-        records = []
-        for path in sorted(self.jobs.glob("*/job.json")):
-            if not JOB_ID.match(path.parent.name):
-                continue
-            try:
-                record = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-            if isinstance(record, dict) and record.get("id") == path.parent.name:
-                records.append(record)
-        return sorted(records, key=lambda r: (r.get("created", 0), r["id"]))
+    def job_ids(self) -> list[str]:
+        """Every job directory that has something where its record belongs."""
+        return sorted(
+            p.name
+            for p in self.jobs.iterdir()
+            if JOB_ID.match(p.name) and os.path.lexists(p / RECORD)
+        )
+
+    def read(self, job_id: str) -> Any:
+        """The parsed content of a job's record; DamagedRecord if it cannot be read as JSON."""
+        path = self.job_dir(job_id) / RECORD
+        try:
+            return json.loads(path.read_bytes().decode())
+        except IsADirectoryError:
+            raise DamagedRecord(f"{RECORD} is a directory") from None
+        except OSError as e:
+            raise DamagedRecord(f"{RECORD} cannot be read ({e.strerror})") from None
+        except UnicodeDecodeError:
+            raise DamagedRecord(f"{RECORD} is not UTF-8 text") from None
+        except ValueError as e:
+            raise DamagedRecord(f"{RECORD} is not valid JSON ({e})") from None
+
+    def record_mtime(self, job_id: str) -> float | None:
+        with contextlib.suppress(OSError):
+            return (self.job_dir(job_id) / RECORD).lstat().st_mtime
+        return None
+
+    def set_aside(self, job_id: str) -> None:
+        """Move a damaged record to ``job.json.damaged`` (for its owner to look at), so that a
+        fresh record can take its place; OSError if that cannot be done."""
+        with self.writing():
+            directory = self.job_dir(job_id)
+            os.replace(directory / RECORD, directory / DAMAGED)
 
 
 def write_json(path: Path, data: Any) -> None:

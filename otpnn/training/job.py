@@ -416,4 +416,3 @@ class TrainingJob:
         else:
             lines.append("no checkpoint on disk (use --checkpoint-dir to keep one)")
         return "\n".join(lines)
-

@@ -227,4 +227,3 @@ class LockstepDriver(Driver):
             self._stats.descriptor(),
             self._control.descriptor(),
         )
-

@@ -22,7 +22,7 @@ from otpnn.data import synthetic_dataset
 from otpnn.reference import train_reference
 from otpnn.service import create_app
 from otpnn.service.jobs import JobManager
-from otpnn.service.server import ServiceServer
+from otpnn.service.server import READ_TIMEOUT, ServiceServer
 
 # 768 samples, batch 64: 12 steps an epoch, 24 in all; 4 micro-shards a step.
 JOB = {
@@ -101,21 +101,23 @@ def free_socket() -> socket.socket:
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
-    """service(max_jobs=1, token=None, headers=None, state_dir=...) -> a live Service; every
-    one started is shut down (jobs stopped, server thread joined) after the test."""
+    """service(headers=None, state_dir=..., read_timeout=..., **create_app's options) -> a live
+    Service; every one started is shut down (jobs stopped, server thread joined) after it."""
     running: list[tuple[ServiceServer, threading.Thread, httpx.Client, socket.socket]] = []
 
     def start(
         *,
-        max_jobs: int = 1,
-        token: str | None = None,
         headers: dict[str, str] | None = None,
         state_dir: Path | None = None,
+        read_timeout: float = READ_TIMEOUT,
+        **options: Any,
     ) -> Service:
         state = state_dir or tmp_path / "state"
-        app = create_app(state, max_jobs=max_jobs, token=token, shutdown_timeout=15)
+        app = create_app(state, shutdown_timeout=15, **options)
         sock = free_socket()
-        server = ServiceServer(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        server = ServiceServer(
+            uvicorn.Config(app, log_level="warning", lifespan="on"), read_timeout=read_timeout
+        )
         thread = threading.Thread(target=server.run, args=([sock],), name="test-uvicorn")
         thread.start()
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"

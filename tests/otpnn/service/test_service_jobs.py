@@ -43,6 +43,7 @@ def test_submit_poll_then_fetch_report_and_model(service, fault_free_sha, tmp_pa
     assert [j["id"] for j in listed] == [job_id]
     files = {p.relative_to(svc.state_dir).as_posix() for p in svc.state_dir.rglob("*.*")}
     assert files == {
+        "serve.lock",
         f"jobs/{job_id}/job.json",
         f"jobs/{job_id}/report.json",
         f"jobs/{job_id}/model.safetensors",
@@ -115,13 +116,12 @@ def test_a_failing_job_leaves_the_others_and_the_service_alone(service, fault_fr
     assert svc.client.get("/tree").json()["children"][0]["children"] == []
 
 
-def test_missing_mnist_fails_the_job_clearly_without_a_download(service, tmp_path) -> None:
+def test_missing_mnist_fails_the_job_without_a_download_or_a_path(service, tmp_path) -> None:
     svc = service()
-    job_id = svc.submit(dataset="mnist", data_dir=str(tmp_path))
+    job_id = svc.submit(dataset="mnist")  # no data_dir, and the service has no MNIST of its own
     status = svc.wait(job_id)
     assert status["state"] == "failed"
-    assert "MNIST not found" in status["error"]
-    assert str(tmp_path) in status["error"]
+    assert status["error"] == "no data_dir given, and the service has no MNIST of its own"
     assert not (tmp_path / "cache").exists()  # XDG_CACHE_HOME of this test: nothing fetched
     assert svc.client.get("/healthz").json()["jobs"]["failed"] == 1
 
