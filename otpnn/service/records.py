@@ -70,7 +70,7 @@ class _Record(BaseModel):
     state: State
     config: dict[str, Any] | None
     options: dict[str, Any] | None
-    created: float
+    created: Annotated[float, Field(allow_inf_nan=False)]  # records are sorted by it
     started: float | None = None
     finished: float | None = None
     error: str | None = None

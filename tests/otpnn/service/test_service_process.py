@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import write_record
 
 # Parks the job at step 12 (after the step-10 checkpoint) long enough to kill the service.
 PARKED = {"faults": ["slow=30:worker=any@step=12"], "checkpoint_every": 5}
@@ -155,3 +156,61 @@ def test_token_file_is_required_and_checked(serve_process, tmp_path) -> None:
     ok = service.client.get("/jobs", headers={"Authorization": "Bearer 0123456789abcdef0123"})
     assert ok.status_code == 200
     assert service.stop()[0] == 0
+
+
+def _serve_once(*args: str) -> subprocess.CompletedProcess:
+    """``otpnn serve`` expected to stop by itself (refused at start)."""
+    return subprocess.run(
+        [sys.executable, "-m", "otpnn", "serve", *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_a_second_service_on_the_same_state_dir_exits_2(serve_process, tmp_path) -> None:
+    first = serve_process()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free_port = s.getsockname()[1]
+    second = _serve_once("--port", str(free_port), "--state-dir", str(tmp_path / "state"))
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.splitlines() == [
+        f"Error: state dir {tmp_path / 'state'} is in use by another otpnn serve "
+        f"(pid {first.proc.pid}); stop that one or pass another --state-dir"
+    ]
+    assert first.client.get("/healthz").status_code == 200
+    assert first.stop()[0] == 0
+
+
+def test_a_service_that_cannot_have_its_port_touches_no_job(serve_process, tmp_path) -> None:
+    first = serve_process()
+    other = tmp_path / "other"
+    job = write_record(other, "running")
+    record = other / "jobs" / job["id"] / "job.json"
+    before = record.read_bytes()
+    port = httpx.URL(first.url).port
+    second = _serve_once("--port", str(port), "--state-dir", str(other))
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.splitlines()[-1] == (
+        f"Error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+    assert "job_requeued" not in second.stderr
+    assert record.read_bytes() == before
+    assert first.stop()[0] == 0
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_a_failing_job_is_one_log_line_unless_verbose(serve_process, job_config, verbose) -> None:
+    service = serve_process("--log-format", "json", *(["--verbose"] if verbose else []))
+    doomed = {"backend": "thread", "chaos": 1.0, "max_restarts": 1, "step_timeout": 5}
+    r = service.client.post("/jobs", json={**job_config, **doomed})  # its actors crash in here
+    job_id = r.json()["id"]
+    service.wait_job(job_id, lambda j: j["state"] == "failed")
+    code, err, _ = service.stop()
+    assert code == 0
+    lines = [json.loads(line) for line in err.splitlines()]  # every line is one JSON object
+    (finished,) = [e for e in lines if e["event"] == "job_finished"]
+    assert finished["state"] == "failed"
+    assert "the supervision tree gave up" in finished["error"]
+    tracebacks = [e for e in lines if "exception" in e]
+    assert bool(tracebacks) == verbose
+    assert ("Traceback (most recent call last)" in err) == verbose

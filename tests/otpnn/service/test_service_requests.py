@@ -3,6 +3,8 @@ changes (no job, no file outside the state dir, the service still healthy)."""
 
 from __future__ import annotations
 
+import select
+import socket
 from pathlib import Path
 
 import httpx
@@ -229,3 +231,37 @@ def test_openapi_documents_the_contract(service) -> None:
 def test_the_server_binds_loopback_only(service) -> None:
     svc = service()
     assert httpx.URL(svc.url).host == "127.0.0.1"
+
+
+def test_a_client_that_sends_its_request_too_slowly_is_cut_off(service) -> None:
+    """Half-open or trickling connections are closed after --read-timeout; others are served."""
+    svc = service(read_timeout=0.5)
+    address = ("127.0.0.1", httpx.URL(svc.url).port)
+    with (
+        socket.create_connection(address, timeout=15) as silent,
+        socket.create_connection(address, timeout=15) as half_open,
+        socket.create_connection(address, timeout=15) as trickling,
+    ):
+        half_open.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never ends its headers
+        trickling.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        for _ in range(150):  # a byte every 0.1 s: each would restart uvicorn's keep-alive timer
+            try:
+                trickling.sendall(b"a")
+            except OSError:
+                break
+            if select.select([trickling], [], [], 0.1)[0]:
+                break
+        else:
+            pytest.fail("a client trickling its headers was still connected after 15 s")
+        assert _closed(trickling)
+        assert svc.client.get("/healthz").status_code == 200  # the service answers the rest
+        assert _closed(silent)
+        assert _closed(half_open)
+
+
+def _closed(sock: socket.socket) -> bool:
+    """The server closed the connection without answering (or reset it)."""
+    try:
+        return sock.recv(1024) == b""
+    except ConnectionResetError:
+        return True
