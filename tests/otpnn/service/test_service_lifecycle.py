@@ -160,3 +160,27 @@ def test_cancel_during_the_last_evaluation_keeps_the_finished_result(
     status = svc.wait(job_id)
     assert status["state"] == "succeeded"
     assert status["final"]["params_sha256"] == fault_free_sha
+
+
+def test_a_job_left_running_with_its_final_checkpoint_completes_at_once(
+    service, fault_free_sha, tmp_path
+) -> None:
+    """What a service stopped after a job's last commit but before recording it leaves behind:
+    the restarted service finishes the job from its final checkpoint, training nothing more."""
+    state = tmp_path / "state"
+    first = service(state_dir=state)
+    job_id = first.submit()
+    assert first.wait(job_id)["state"] == "succeeded"
+    first.manager.shutdown(15)
+    job_dir = state / "jobs" / job_id
+    record = json.loads((job_dir / "job.json").read_text())
+    record.update(state="running", finished=None, final=None)
+    (job_dir / "job.json").write_text(json.dumps(record))
+    (job_dir / "model.safetensors").unlink()
+
+    second = service(state_dir=state)
+    status = second.wait(job_id)
+    assert (status["state"], status["step"], status["total_steps"]) == ("succeeded", 24, 24)
+    assert status["final"]["params_sha256"] == fault_free_sha
+    assert status["resumes"] == 1
+    assert (job_dir / "model.safetensors").is_file()
