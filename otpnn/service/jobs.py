@@ -7,21 +7,11 @@
         ├── job-<id> JobSupervisor (temporary)   Loader, WorkerPool, Coordinator
         └── ...
 
-A running job is a :class:`TrainingJob` run under ``jobs`` by one thread, its waiter, which
-records the outcome with its report and weights and starts the next queued job. A failure stays
-inside its JobSupervisor (temporary: never restarted), so it never disturbs the other jobs.
-
-Rules of a job's lifecycle (the waiter, :meth:`JobManager._run_job`):
-
-- The job runs through :meth:`TrainingJob.run`, the trainer's one lifecycle (start, wait, stop,
-  leaving nothing running whatever happens).
-- Whatever fails on the way (a config, the data, the tree giving up, writing the weights, the
-  report or the record itself) ends the job ``failed`` with the reason, in one log line (the
-  traceback too under ``verbose``); the slot is freed and the next queued job starts.
-- A job whose trainer finished is ``succeeded``, also when a stop (a cancel, SIGTERM) arrived
-  during its last steps: the result exists, so nothing is left to resume.
-- A job stopped by the service's shutdown before its end stays ``running`` on disk: the next
-  start resumes it from its checkpoint.
+A running job holds a slot and one thread, its waiter, which drives the job's lifecycle
+(:mod:`otpnn.service.lifecycle`: build, run under ``jobs``, keep the result), records how it
+ended in one log line (the traceback too under ``verbose``), frees the slot and starts the next
+queued job, whatever failed on the way. A job's failure stays inside its JobSupervisor
+(temporary: never restarted), so it never disturbs the other jobs or the service.
 
 Persistence: every state change rewrites ``job.json`` atomically; each job checkpoints into its
 own directory. On start the state dir is locked (one service per dir), every record is validated
@@ -36,37 +26,26 @@ Bounds: at most ``max_queued`` jobs wait (more is :class:`QueueFull`), and at mo
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
-from collections import OrderedDict, deque
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from otpnn.checkpoint import CheckpointError, save_weights
 from otpnn.config import TrainConfig
-from otpnn.data import DataError, Dataset, load_dataset
-from otpnn.faults import Chaos, parse_fault
-from otpnn.service import records
+from otpnn.faults import parse_fault
+from otpnn.service import lifecycle, records
+from otpnn.service.lifecycle import Outcome
 from otpnn.service.records import FINISHED, RUN_OPTIONS, STATES
-from otpnn.service.schema import NOT_MNIST, JobRequest, check_data_dir
+from otpnn.service.schema import JobRequest, check_data_dir
 from otpnn.service.store import DamagedRecord, Store, StoreClosed, UnknownJob
-from otpnn.training.job import (
-    CHECKPOINT_FILE,
-    JobOptions,
-    JobStopped,
-    TrainingFailed,
-    TrainingJob,
-    final_summary,
-)
+from otpnn.training.job import JobOptions, TrainingJob
 from otpnn.training.options import default_workers, resolve
-from otpnn.training.report import job_report, write_report
-from otpnn.training.state import Progress
 from supervision import DynamicSupervisor, Supervisor
 
 log = structlog.get_logger("otpnn.service")
@@ -75,7 +54,6 @@ __all__ = ["FINISHED", "STATES", "Conflict", "JobManager", "QueueFull", "Unavail
 
 # Often enough that a killed service loses little; a checkpoint of the default net is ~1 MB.
 DEFAULT_CHECKPOINT_EVERY = 10
-DATASET_CACHE = 4
 MAX_QUEUED = 100
 # As many as a request may plan (JobRequest.faults): a job's plan and record stay small.
 MAX_INJECTED_FAULTS = 32
@@ -100,18 +78,6 @@ class _Run:
     job: TrainingJob | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
-
-
-@dataclass
-class _Outcome:
-    """How a job's lifecycle ended. ``interrupted``: the service stopped it (it resumes later).
-    ``detail`` is for the operator's log only (it may name server paths); ``error`` is shown."""
-
-    state: str
-    error: str | None = None
-    final: dict[str, Any] | None = None
-    detail: str | None = None
-    exc: BaseException | None = None
 
 
 class JobManager:
@@ -141,8 +107,7 @@ class JobManager:
         self._runs: dict[str, _Run] = {}
         self._closing = False
         self._stopped = False
-        self._datasets: OrderedDict[tuple, Dataset] = OrderedDict()
-        self._dataset_lock = threading.Lock()
+        self._datasets = lifecycle.Datasets()
         self.root: Any = None
         self.started_at = time.time()
 
@@ -246,7 +211,7 @@ class JobManager:
             record = self._record(job_id)
             if record["state"] == "queued":
                 self._queue.remove(job_id)
-                self._end(job_id, _Outcome("cancelled"))
+                self._end(job_id, Outcome("cancelled"))
             elif record["state"] == "running":
                 run = self._runs[job_id]
                 run.cancel.set()
@@ -281,7 +246,7 @@ class JobManager:
             record = dict(self._record(job_id))
             run = self._runs.get(job_id)
             if run is not None and run.job is not None:
-                record.update(_live(run.job))
+                record.update(lifecycle.live(run.job))
             return record
 
     def jobs(self) -> list[dict[str, Any]]:
@@ -329,7 +294,7 @@ class JobManager:
             record = self._records[job_id]
             record.update(state="running", started=time.time())
             if not self._save(record):
-                self._end(job_id, _Outcome("failed", "its record cannot be written"))
+                self._end(job_id, Outcome("failed", "its record cannot be written"))
                 continue
             run = _Run()
             run.thread = threading.Thread(
@@ -339,93 +304,32 @@ class JobManager:
             run.thread.start()
 
     def _run_job(self, job_id: str, run: _Run) -> None:
-        """The waiter: one job's whole lifecycle; whatever happens, it ends recorded (see the
-        module's rules) and its slot is freed."""
+        """The waiter: one job's whole lifecycle; whatever happens, it ends recorded and its
+        slot is freed (or, stopped by the shutdown, it stays ``running`` on disk to resume)."""
         structlog.contextvars.bind_contextvars(job=job_id)
-        outcome = _Outcome("failed", "the job's thread ended unexpectedly")
+        outcome = Outcome("failed", "the job's thread ended unexpectedly")
         try:
             outcome = self._lifecycle(job_id, run)
         except Exception as e:
-            outcome = _Outcome("failed", _reason(e), detail=getattr(e, "detail", None), exc=e)
+            outcome = lifecycle.failed(e)
         finally:
             with self._lock:
                 self._runs.pop(job_id, None)
-                live = _live(run.job) if run.job is not None else None
+                live = lifecycle.live(run.job) if run.job is not None else None
                 if outcome.state == "interrupted":
                     log.info("job_interrupted", step=live["step"] if live else 0)
                 else:
                     self._end(job_id, outcome, live)
 
-    def _lifecycle(self, job_id: str, run: _Run) -> _Outcome:
-        job = self._build(job_id, self._records[job_id])
+    def _lifecycle(self, job_id: str, run: _Run) -> Outcome:
+        job = lifecycle.build(job_id, self._records[job_id], self.store, self._datasets)
         with self._lock:
             if self._closing:  # shutting down before it started: it resumes on the next start
-                return _Outcome("interrupted")
+                return Outcome("interrupted")
             run.job = job
             if run.cancel.is_set():
                 job.request_stop()
-        try:
-            result = job.run(under=self._jobs_supervisor())
-        except JobStopped:
-            if job.state.result is None:
-                return _Outcome("cancelled" if run.cancel.is_set() else "interrupted")
-            result = job.state.result  # it finished while stopping: done, nothing to resume
-        except TrainingFailed as e:
-            outcome = _Outcome("failed", str(e))
-            try:
-                with self.store.writing():
-                    write_report(self.store.report_path(job_id), job_report(job, None))
-            except (OSError, StoreClosed) as failed:
-                outcome.detail = f"the report was not written: {failed}"
-            return outcome
-        final = final_summary(job, result)
-        meta = {"job": job_id, "config": job.config.to_dict()}
-        meta["test_accuracy"] = final["test_accuracy"]
-        with self.store.writing():
-            with _failing_as("saving the model"):
-                save_weights(
-                    self.store.model_path(job_id), result["params"], job.config.layer_sizes, meta
-                )
-            with _failing_as("writing the report"):
-                write_report(self.store.report_path(job_id), job_report(job, final))
-        return _Outcome("succeeded", final=final)
-
-    def _build(self, job_id: str, record: dict[str, Any]) -> TrainingJob:
-        config = TrainConfig.from_dict(record["config"])
-        opts = record["options"]
-        checkpoint_dir = self.store.checkpoint_dir(job_id)
-        resume = (checkpoint_dir / CHECKPOINT_FILE).is_file()
-        options = JobOptions(
-            # Planned faults belong to the first run: a resumed one would fire them again.
-            faults=() if resume else tuple(parse_fault(s) for s in opts["faults"]),
-            chaos=Chaos(opts["chaos"], opts["chaos_seed"]) if opts["chaos"] else None,
-            checkpoint_dir=str(checkpoint_dir),
-            resume=resume,
-            step_timeout=opts["step_timeout"],
-            max_restarts=opts["max_restarts"],
-            max_seconds=opts["max_seconds"],
-        )
-        return TrainingJob(config, self._dataset(config), options, name=job_id)
-
-    def _dataset(self, config: TrainConfig) -> Dataset:
-        """Load once per (dataset, source, sizes, seed); MNIST takes about a second to read.
-        Never downloads: a request must not make the service fetch from the network or write
-        outside its state dir (``otpnn data fetch`` puts MNIST in place beforehand). A failure
-        says :data:`NOT_MNIST` to the client; the details (server paths) go to the log."""
-        if config.dataset == "synthetic":
-            key: tuple = ("synthetic", config.seed, config.synthetic_train, config.synthetic_test)
-        else:
-            key = ("mnist", config.data_dir)
-        with self._dataset_lock:
-            if key not in self._datasets:
-                try:
-                    self._datasets[key] = load_dataset(config, download=False)
-                except DataError as e:
-                    raise DataUnavailable(e, config.data_dir) from None
-                while len(self._datasets) > DATASET_CACHE:
-                    self._datasets.popitem(last=False)
-            self._datasets.move_to_end(key)
-            return self._datasets[key]
+        return lifecycle.run(job, self._jobs_supervisor(), self.store, run.cancel)
 
     def _jobs_supervisor(self) -> Any:
         """Looked up each time: a restarted ``jobs`` supervisor has a new handle."""
@@ -434,7 +338,7 @@ class JobManager:
                 return info.ref
         raise RuntimeError("the jobs supervisor is not running")
 
-    def _end(self, job_id: str, outcome: _Outcome, live: dict[str, Any] | None = None) -> None:
+    def _end(self, job_id: str, outcome: Outcome, live: dict[str, Any] | None = None) -> None:
         """Record a job's end (in memory even if the disk refuses), log it in one line, and
         start what now fits. Called with the lock held, never raises."""
         record = self._records[job_id]
@@ -460,64 +364,9 @@ class JobManager:
         try:
             self.store.save(record)
         except (OSError, StoreClosed) as e:
-            log.error("job_record_not_saved", job=record["id"], reason=_reason(e))
+            log.error("job_record_not_saved", job=record["id"], reason=str(e))
             return False
         return True
-
-
-class DataUnavailable(Exception):
-    """The job's data could not be loaded: the client sees :data:`NOT_MNIST` (no server paths,
-    which the data layer's messages name); the log gets the data layer's message."""
-
-    def __init__(self, cause: DataError, data_dir: str | None) -> None:
-        super().__init__(
-            f"data_dir: {NOT_MNIST}"
-            if data_dir
-            else "no data_dir given, and the service has no MNIST of its own"
-        )
-        self.detail = str(cause).splitlines()[0]
-
-
-class StepFailed(Exception):
-    """A step of a job's lifecycle failed on the disk: what, and the system's reason (without
-    the server's path, which ``detail`` keeps for the log)."""
-
-    def __init__(self, message: str, detail: str) -> None:
-        super().__init__(message)
-        self.detail = detail
-
-
-@contextlib.contextmanager
-def _failing_as(what: str) -> Iterator[None]:
-    try:
-        yield
-    except OSError as e:
-        raise StepFailed(f"{what} failed: {e.strerror or e}", detail=str(e)) from e
-
-
-def _reason(e: BaseException) -> str:
-    """One line saying what went wrong, for the client (no server paths)."""
-    if isinstance(e, OSError):
-        return e.strerror or type(e).__name__
-    text = str(e).strip() or type(e).__name__
-    if isinstance(e, (ValueError, CheckpointError, DataUnavailable, StepFailed, TrainingFailed)):
-        return text
-    return f"{type(e).__name__}: {text}"
-
-
-def _live(job: TrainingJob) -> dict[str, Any]:
-    """What a running job shows: progress, latest epoch metrics, restarts, faults, pids."""
-    p: Progress = job.progress
-    return {
-        "step": p.step,
-        "epoch": p.epoch,
-        "total_steps": p.total_steps,
-        "metrics": p.last_epoch,
-        "restarts": job.state.restarts,
-        "restarts_by_actor": job.state.restarts_by_actor(),
-        "faults_injected": job.state.faults_fired,
-        "pids": dict(job.state.pids),
-    }
 
 
 def _json_ids(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pykka
 import pytest
 
-from otpnn.service import jobs as service_jobs
+from otpnn.service import lifecycle
 from otpnn.training import coordinator
 from otpnn.training.job import TrainingJob
 
@@ -32,7 +32,7 @@ def _summary_raises(_job_dir: Path, mp: pytest.MonkeyPatch) -> None:
     def boom(*_args: object) -> None:
         raise RuntimeError("boom")
 
-    mp.setattr(service_jobs, "final_summary", boom)
+    mp.setattr(lifecycle, "final_summary", boom)
 
 
 BREAKAGES: dict[str, tuple[Callable[[Path, pytest.MonkeyPatch], None], str]] = {
