@@ -15,7 +15,7 @@ from conftest import write_record
 from structlog.testing import capture_logs
 
 from otpnn.service.jobs import JobManager
-from otpnn.service.store import StateDirBusy
+from otpnn.service.store import StateDirBusy, StoreClosed
 
 Record = dict[str, Any]
 
@@ -163,3 +163,18 @@ def test_one_service_per_state_dir(tmp_path) -> None:
     third = JobManager(tmp_path / "state")  # the lock was given back
     third.start()
     third.shutdown(5)
+
+
+def test_nothing_is_written_after_shutdown(service, tmp_path) -> None:
+    """A job thread that outlived the shutdown's deadline cannot write its record late."""
+    svc = service()
+    job_id = svc.submit(faults=["slow=2:worker=any@step=2"])
+    svc.wait(job_id, lambda j: j["step"] >= 1)
+    svc.manager.shutdown(15)
+    files = {p: p.stat().st_mtime_ns for p in svc.state_dir.rglob("*") if p.is_file()}
+    with pytest.raises(StoreClosed):
+        svc.manager.store.save({**svc.manager.status(job_id), "state": "failed"})
+    r = svc.client.post("/jobs", json={"dataset": "synthetic"})
+    assert r.status_code == 503
+    assert r.json()["error"] == "the service is shutting down"
+    assert {p: p.stat().st_mtime_ns for p in svc.state_dir.rglob("*") if p.is_file()} == files
