@@ -10,6 +10,7 @@ the next ``otpnn serve`` on the same state dir resumes them.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,13 @@ class ServeError(click.ClickException):
     """The service cannot start as asked (its state dir or port is taken): one line, exit 2."""
 
     exit_code = 2
+
+
+def _finite(_ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """Ranges let NaN through (every comparison with it is false)."""
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of seconds", param=param)
+    return value
 
 
 @click.command()
@@ -56,13 +64,20 @@ class ServeError(click.ClickException):
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="Require 'Authorization: Bearer <token>' (the file's content) on all but /healthz.",
 )
-@click.option("--shutdown-timeout", type=click.FloatRange(min=1), default=20.0, show_default=True)
+@click.option(
+    "--shutdown-timeout",
+    type=click.FloatRange(min=1),
+    default=20.0,
+    show_default=True,
+    callback=_finite,
+)
 @click.option(
     "--read-timeout",
     type=click.FloatRange(min=0.1, max=3600),
     default=10.0,
     show_default=True,
     help="Seconds a client has to send a whole request (headers and body); then it is cut off.",
+    callback=_finite,
 )
 @click.option(
     "--log-format", type=click.Choice(["console", "json"]), default="console", show_default=True

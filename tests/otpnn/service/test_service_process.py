@@ -14,7 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from conftest import write_record
+
+from otpnn.cli_serve import serve
 
 # Parks the job at step 12 (after the step-10 checkpoint) long enough to kill the service.
 PARKED = {"faults": ["slow=30:worker=any@step=12"], "checkpoint_every": 5}
@@ -214,3 +217,12 @@ def test_a_failing_job_is_one_log_line_unless_verbose(serve_process, job_config,
     tracebacks = [e for e in lines if "exception" in e]
     assert bool(tracebacks) == verbose
     assert ("Traceback (most recent call last)" in err) == verbose
+
+
+@pytest.mark.parametrize("option", ["--read-timeout", "--shutdown-timeout"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_timeouts_must_be_finite(tmp_path, option, value) -> None:
+    result = CliRunner().invoke(serve, [option, value, "--state-dir", str(tmp_path / "state")])
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}'" in result.output
+    assert not (tmp_path / "state").exists()  # refused before anything was made
