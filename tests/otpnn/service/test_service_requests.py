@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import select
 import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -265,3 +266,18 @@ def _closed(sock: socket.socket) -> bool:
         return sock.recv(1024) == b""
     except ConnectionResetError:
         return True
+
+
+def test_a_slow_answer_is_not_cut_by_the_read_deadline(service, monkeypatch) -> None:
+    """The deadline covers reading a request, not the work on it: a handler may take longer."""
+    svc = service(read_timeout=0.3)
+    counts = svc.manager.counts
+
+    def slow_counts() -> dict[str, int]:
+        time.sleep(1.0)
+        return counts()
+
+    monkeypatch.setattr(svc.manager, "counts", slow_counts)
+    r = svc.client.get("/healthz")
+    assert r.status_code == 200
+    assert r.json()["status"] == "ok"
