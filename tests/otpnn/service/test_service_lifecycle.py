@@ -60,6 +60,7 @@ def test_a_failure_after_training_fails_the_job_and_the_next_one_runs(
     assert failed["error"] == error
     assert str(state) not in failed["error"]  # the server's paths stay in its log
     assert json.loads((state / "jobs" / doomed / "job.json").read_text())["state"] == "failed"
+    assert not list(state.rglob("*.tmp"))  # no half-written file left behind
     monkeypatch.undo()  # the next job saves normally
     assert svc.wait(queued)["final"]["params_sha256"] == fault_free_sha  # the slot was freed
     again = svc.client.post(f"/jobs/{doomed}/cancel")
@@ -184,3 +185,19 @@ def test_a_job_left_running_with_its_final_checkpoint_completes_at_once(
     assert status["final"]["params_sha256"] == fault_free_sha
     assert status["resumes"] == 1
     assert (job_dir / "model.safetensors").is_file()
+
+
+def test_a_tree_that_gives_up_fails_the_job_naming_its_checkpoint_but_no_server_path(
+    service,
+) -> None:
+    svc = service()
+    job_id = svc.submit(faults=["crash:worker=0@step=5"], max_restarts=0, checkpoint_every=2)
+    status = svc.wait(job_id)
+    assert status["state"] == "failed"
+    assert status["error"].startswith("training failed: the supervision tree gave up")
+    assert (
+        f"last checkpoint: <state dir>/jobs/{job_id}/ckpt/checkpoint.safetensors"
+        in (status["error"])
+    )
+    assert str(svc.state_dir) not in status["error"]
+    assert svc.client.get(f"/jobs/{job_id}/report").json()["final"]["failed"] is True

@@ -128,6 +128,7 @@ def test_a_damaged_record_fails_its_job_and_the_service_carries_on(
     assert json.loads(path.read_text())["state"] == "failed"  # a valid record in its place
 
     assert svc.wait(healthy["id"])["final"]["params_sha256"] == fault_free_sha
+    assert not list(state.rglob("*.tmp"))
     health = svc.client.get("/healthz")
     assert health.status_code == 200
     assert health.json()["jobs"] == {
