@@ -343,7 +343,10 @@ class JobManager:
         start what now fits. Called with the lock held, never raises."""
         record = self._records[job_id]
         record.update(live or {})
-        record.update(state=outcome.state, finished=time.time(), error=outcome.error)
+        # e.g. the checkpoint that a failure message names: where it is on the server is not
+        # the client's business.
+        error = outcome.error and outcome.error.replace(str(self.store.root), "<state dir>")
+        record.update(state=outcome.state, finished=time.time(), error=error)
         if outcome.final is not None:
             final = outcome.final
             record["final"] = {k: final[k] for k in ("params_sha256", "test_accuracy", "steps")}
@@ -353,7 +356,7 @@ class JobManager:
             "job_finished",
             job=job_id,
             state=outcome.state,
-            error=outcome.error,
+            error=error,
             **({"detail": outcome.detail} if outcome.detail else {}),
             exc_info=outcome.exc if self.verbose and outcome.exc else None,
         )

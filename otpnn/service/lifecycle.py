@@ -132,8 +132,8 @@ def run(job: TrainingJob, under: Any, store: Store, cancelled: threading.Event) 
         if job.state.result is None:
             return Outcome("cancelled" if cancelled.is_set() else "interrupted")
         result = job.state.result  # it finished while stopping: done, nothing to resume
-    except TrainingFailed as e:  # its message names the checkpoint: not the server's path
-        outcome = Outcome("failed", str(e).replace(str(store.root), "<state dir>"))
+    except TrainingFailed as e:
+        outcome = Outcome("failed", str(e))
         try:
             with store.writing():
                 write_report(store.report_path(job_id), job_report(job, None))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pykka
 import pytest
+from conftest import write_record
 
 from otpnn.service import lifecycle
 from otpnn.training import coordinator
@@ -201,3 +202,17 @@ def test_a_tree_that_gives_up_fails_the_job_naming_its_checkpoint_but_no_server_
     )
     assert str(svc.state_dir) not in status["error"]
     assert svc.client.get(f"/jobs/{job_id}/report").json()["final"]["failed"] is True
+
+
+def test_a_damaged_checkpoint_fails_its_job_on_resume(service, tmp_path) -> None:
+    state = tmp_path / "state"
+    job = write_record(state, "running")
+    checkpoint = state / "jobs" / job["id"] / "ckpt" / "checkpoint.safetensors"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"not a checkpoint")
+    svc = service(state_dir=state)
+    status = svc.wait(job["id"])
+    assert status["state"] == "failed"
+    assert f"<state dir>/jobs/{job['id']}/ckpt/checkpoint.safetensors" in status["error"]
+    assert str(state) not in status["error"]
+    assert svc.wait(svc.submit())["state"] == "succeeded"  # and the service goes on
