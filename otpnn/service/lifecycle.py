@@ -9,6 +9,7 @@ Rules (the JobManager's waiter thread applies them, see otpnn.service.jobs):
   the report) ends the job ``failed`` with the reason (:func:`failed`), never with an exception
   out of the waiter. The reason a client sees names no server path (data-layer messages name the
   cache and the directories searched; OSErrors the state dir); ``detail`` keeps them for the log.
+  What remains (a checkpoint's path) the JobManager shows with the state dir as ``<state dir>``.
 - A job whose trainer finished is ``succeeded``, also when a stop (a cancel, SIGTERM) arrived
   during its last steps: the result exists, so nothing is left to resume.
 - A job stopped by the service's shutdown before its end is ``interrupted``: it stays
