@@ -145,15 +145,7 @@ def serve(
         timeout_graceful_shutdown=5,
     )
     with sock:
-        bound_host, bound_port = sock.getsockname()[:2]
-        structlog.get_logger("otpnn.service").info(
-            "service_listening", url=f"http://{_url_host(bound_host)}:{bound_port}"
-        )
         ServiceServer(config, read_timeout=read_timeout).run(sockets=[sock])
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
 
 def _one_line_failures() -> None:

@@ -18,8 +18,11 @@ import socket
 from collections.abc import Iterator
 
 import h11
+import structlog
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+log = structlog.get_logger("otpnn.service")
 
 READ_TIMEOUT = 10.0  # seconds for a whole request; bodies are at most 64 KiB (limits.MAX_BODY)
 
@@ -34,6 +37,14 @@ class ServiceServer(uvicorn.Server):
             "ReadDeadlineH11", (ReadDeadlineProtocol,), {"read_timeout": read_timeout}
         )
         super().__init__(config)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        for sock in sockets or ():  # uvicorn names only the addresses it bound itself
+            host, port = sock.getsockname()[:2]
+            log.info(
+                "service_listening", url=f"http://{f'[{host}]' if ':' in host else host}:{port}"
+            )
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

@@ -127,6 +127,9 @@ def test_sigterm_checkpoints_exits_0_and_the_job_resumes(
     assert seconds < 15
     lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert any(e.get("job") == job_id and e["event"] == "job_interrupted" for e in lines)
+    assert {"event": "service_listening", "url": first.url} in [
+        {k: e.get(k) for k in ("event", "url")} for e in lines
+    ]
     assert all(line.startswith("{") for line in err.splitlines() if line.strip())
     access = [e for e in lines if e["event"] == "http_request"]  # uvicorn's access log, as JSON
     assert any(
