@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import click
-import structlog
 
 from otpnn.logs import configure_logging, route_stdlib_logging
 
@@ -108,9 +106,7 @@ def serve(
         raise click.UsageError(
             f"{e}: install the service extra: pip install 'otpnn[service]'"
         ) from None
-    configure_logging(log_format)
-    if not verbose:
-        _one_line_failures()
+    configure_logging(log_format, tracebacks=verbose)
     route_stdlib_logging(log_format)  # uvicorn's lines too, access log included, in the same format
     try:
         token = read_token(token_file) if token_file else None
@@ -146,15 +142,3 @@ def serve(
     )
     with sock:
         ServiceServer(config, read_timeout=read_timeout).run(sockets=[sock])
-
-
-def _one_line_failures() -> None:
-    """Without --verbose a failure is one log line: its event already names the reason, so
-    the traceback (of an actor's crash, a job's failure) is left out."""
-
-    def drop_traceback(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
-        event.pop("exc_info", None)
-        return event
-
-    processors = structlog.get_config()["processors"]
-    structlog.configure(processors=[drop_traceback, *processors])
