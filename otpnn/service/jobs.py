@@ -44,8 +44,8 @@ from otpnn.service.lifecycle import Outcome
 from otpnn.service.records import FINISHED, RUN_OPTIONS, STATES
 from otpnn.service.schema import JobRequest, check_data_dir
 from otpnn.service.store import DamagedRecord, Store, StoreClosed, UnknownJob
-from otpnn.training.job import JobOptions, TrainingJob
-from otpnn.training.options import default_workers, resolve
+from otpnn.training import JobOptions, TrainingJob, resolve
+from otpnn.training.options import default_workers
 from supervision import DynamicSupervisor, Supervisor
 
 log = structlog.get_logger("otpnn.service")

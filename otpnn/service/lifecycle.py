@@ -25,21 +25,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from otpnn.checkpoint import CheckpointError, save_weights
+from otpnn.checkpoint import save_weights
 from otpnn.config import TrainConfig
 from otpnn.data import DataError, Dataset, load_dataset
+from otpnn.errors import OtpnnError
 from otpnn.faults import Chaos, parse_fault
 from otpnn.service.schema import NOT_MNIST
 from otpnn.service.store import Store, StoreClosed
-from otpnn.training.job import (
+from otpnn.training import (
     CHECKPOINT_FILE,
     JobOptions,
     JobStopped,
     TrainingFailed,
     TrainingJob,
     final_summary,
+    job_report,
+    write_report,
 )
-from otpnn.training.report import job_report, write_report
 
 DATASET_CACHE = 4
 
@@ -161,7 +163,7 @@ def reason(e: BaseException) -> str:
     if isinstance(e, OSError):
         return e.strerror or type(e).__name__
     text = str(e).strip() or type(e).__name__
-    if isinstance(e, (ValueError, CheckpointError, DataUnavailable, StepFailed, TrainingFailed)):
+    if isinstance(e, (OtpnnError, ValueError, DataUnavailable, StepFailed)):
         return text
     return f"{type(e).__name__}: {text}"
 
