@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from otpnn.dirlock import DirectoryBusy
 from otpnn.logs import configure_logging, route_stdlib_logging
 
 
@@ -101,7 +102,6 @@ def serve(
         from otpnn.service import create_app
         from otpnn.service.auth import read_token
         from otpnn.service.server import ServiceServer, bind
-        from otpnn.service.store import StateDirBusy
     except ImportError as e:
         raise click.UsageError(
             f"{e}: install the service extra: pip install 'otpnn[service]'"
@@ -126,8 +126,8 @@ def serve(
         raise ServeError(f"cannot use --state-dir {state_dir}: {e.strerror}") from None
     try:
         app.state.manager.store.lock()  # held until shutdown; the kernel drops it if we die
-    except StateDirBusy as e:
-        raise ServeError(str(e)) from None
+    except DirectoryBusy as e:
+        raise ServeError(f"--state-dir {e}; stop that one or pass another") from None
     except OSError as e:
         raise ServeError(f"cannot lock --state-dir {state_dir}: {e.strerror}") from None
     try:

@@ -113,7 +113,7 @@ class JobManager:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
-        """Lock the state dir (StateDirBusy if another service has it), start the service tree,
+        """Lock the state dir (DirectoryBusy if another service has it), start the service tree,
         load the records, queue again what was unfinished, and start what fits."""
         self.store.lock()
         self.root = Supervisor.start_link(

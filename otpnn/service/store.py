@@ -2,7 +2,7 @@
 
 ::
 
-    <state-dir>/serve.lock                    held (flock) by the one service using this dir
+    <state-dir>/.otpnn.lock                   held (flock) by the one service using this dir
     <state-dir>/jobs/<id>/job.json            the job record: config, options, state, times, error
     <state-dir>/jobs/<id>/job.json.damaged    a record that failed validation, kept as it was
     <state-dir>/jobs/<id>/ckpt/checkpoint.safetensors
@@ -11,9 +11,9 @@
 
 Rules:
 
-- One service per state dir: :meth:`Store.lock` takes an OS file lock (``flock``) that the kernel
-  releases when the process ends however it ends, so a SIGKILLed service never leaves a stale
-  lock, and a second service on the same dir is refused before it reads a record.
+- One service per state dir: :meth:`Store.lock` takes its :class:`~otpnn.dirlock.DirLock`,
+  which the kernel releases when the process ends however it ends (a SIGKILLed service leaves
+  no stale lock); a second service on the same dir is refused before it reads a record.
 - Nothing is written after :meth:`Store.close`: every write goes through :meth:`Store.writing`,
   which refuses once the store is closed (a job thread that outlived a shutdown writes nothing).
 - Job ids are made here (random hex) and checked against a strict pattern before they become a
@@ -25,7 +25,6 @@ Rules:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -36,19 +35,15 @@ from pathlib import Path
 from typing import Any
 
 from otpnn.atomic import write_atomic
+from otpnn.dirlock import DirLock
 
 JOB_ID = re.compile(r"^[0-9a-f]{12}$")
-LOCK_FILE = "serve.lock"
 RECORD = "job.json"
 DAMAGED = "job.json.damaged"
 
 
 class UnknownJob(KeyError):
     """No job with this id (or an id that cannot be one)."""
-
-
-class StateDirBusy(RuntimeError):
-    """Another process holds the state directory's lock."""
 
 
 class StoreClosed(RuntimeError):
@@ -64,37 +59,21 @@ class Store:
         self.root = Path(root).resolve()
         self.jobs = self.root / "jobs"
         self.jobs.mkdir(parents=True, exist_ok=True)
-        self._lock_fd: int | None = None
+        self._dir_lock = DirLock(self.root, "otpnn serve")
         self._closed = False
         self._write_lock = threading.Lock()
 
     # -- the one service of this directory ----------------------------------------------------
     def lock(self) -> None:
         """Hold the state dir for this process until :meth:`close` or the process's end;
-        StateDirBusy (naming the holder's pid) if another process holds it. Idempotent."""
-        if self._lock_fd is not None:
-            return
-        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)  # close-on-exec
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise StateDirBusy(
-                f"state dir {self.root} is in use by another otpnn serve (pid {holder}); "
-                "stop that one or pass another --state-dir"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._lock_fd = fd
+        DirectoryBusy (naming the holder's pid) if another process holds it. Idempotent."""
+        self._dir_lock.acquire()
 
     def close(self) -> None:
         """No write from now on (waits for one in progress); then give the lock back."""
         with self._write_lock:
             self._closed = True
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing the only descriptor releases the flock
-            self._lock_fd = None
+        self._dir_lock.release()
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:

@@ -180,8 +180,8 @@ def test_a_second_service_on_the_same_state_dir_exits_2(serve_process, tmp_path)
     second = _serve_once("--port", str(free_port), "--state-dir", str(tmp_path / "state"))
     assert second.returncode == 2, second.stderr
     assert second.stderr.splitlines() == [
-        f"Error: state dir {tmp_path / 'state'} is in use by another otpnn serve "
-        f"(pid {first.proc.pid}); stop that one or pass another --state-dir"
+        f"Error: --state-dir {tmp_path / 'state'} is in use by another otpnn serve "
+        f"(pid {first.proc.pid}); stop that one or pass another"
     ]
     assert first.client.get("/healthz").status_code == 200
     assert first.stop()[0] == 0

@@ -14,8 +14,9 @@ import pytest
 from conftest import write_record
 from structlog.testing import capture_logs
 
+from otpnn.dirlock import DirectoryBusy
 from otpnn.service.jobs import JobManager
-from otpnn.service.store import StateDirBusy, StoreClosed
+from otpnn.service.store import StoreClosed
 
 Record = dict[str, Any]
 
@@ -155,7 +156,7 @@ def test_one_service_per_state_dir(tmp_path) -> None:
     try:
         second = JobManager(tmp_path / "state")
         with pytest.raises(
-            StateDirBusy, match=rf"is in use by another otpnn serve \(pid {os.getpid()}\)"
+            DirectoryBusy, match=rf"is in use by another otpnn serve \(pid {os.getpid()}\)"
         ):
             second.start()
         assert second.root is None  # refused before it started anything
