@@ -43,8 +43,7 @@ def test_submit_poll_then_fetch_report_and_model(service, fault_free_sha, tmp_pa
     assert [j["id"] for j in listed] == [job_id]
     files = {p.relative_to(svc.state_dir).as_posix() for p in svc.state_dir.rglob("*.*")}
     assert files == {
-        ".otpnn.lock",
-        f"jobs/{job_id}/ckpt/.otpnn.lock",
+        ".otpnn.lock",  # the service's hold on its state dir
         f"jobs/{job_id}/job.json",
         f"jobs/{job_id}/report.json",
         f"jobs/{job_id}/model.safetensors",
