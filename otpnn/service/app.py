@@ -10,7 +10,7 @@ manager's lock or an actor never blocks the event loop.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,7 +23,7 @@ from otpnn.config import ConfigError
 from otpnn.faults import FaultSpecError
 from otpnn.service.auth import BearerAuth
 from otpnn.service.dashboard import PageHeaders, mount_dashboard
-from otpnn.service.jobs import Conflict, JobManager
+from otpnn.service.jobs import MAX_QUEUED, Conflict, JobManager, QueueFull, Unavailable
 from otpnn.service.limits import MAX_BODY, BodyLimit
 from otpnn.service.live import LiveFeed
 from otpnn.service.metrics import CONTENT_TYPE, registry_for, render
@@ -40,10 +40,16 @@ def create_app(
     token: str | None = None,
     max_body: int = MAX_BODY,
     shutdown_timeout: float = 20.0,
+    max_queued: int = MAX_QUEUED,
+    data_roots: Sequence[str | os.PathLike] = (),
+    verbose: bool = False,
 ) -> FastAPI:
-    """The service app; its lifespan starts the JobManager (resuming unfinished jobs) and
-    shuts it down (checkpointing running jobs) within ``shutdown_timeout`` seconds."""
-    manager = JobManager(state_dir, max_jobs)
+    """The service app; its lifespan starts the JobManager (locking the state dir, resuming
+    unfinished jobs) and shuts it down (checkpointing running jobs) within
+    ``shutdown_timeout`` seconds. The other arguments are the JobManager's."""
+    manager = JobManager(
+        state_dir, max_jobs, max_queued=max_queued, data_roots=data_roots, verbose=verbose
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -92,7 +98,8 @@ def _routes(app: FastAPI, manager: JobManager) -> None:
 
     @app.post("/jobs", status_code=201, tags=["jobs"])
     def submit(request: JobRequest) -> JobStatus:
-        """Queue a training job; it starts when fewer than --max-jobs are running."""
+        """Queue a training job; it starts when fewer than --max-jobs are running (429 when
+        --max-queued jobs already wait)."""
         return manager.submit(request)
 
     @app.get("/jobs", tags=["jobs"])
@@ -111,7 +118,8 @@ def _routes(app: FastAPI, manager: JobManager) -> None:
 
     @app.post("/jobs/{job_id}/faults", tags=["jobs"])
     def inject(job_id: str, fault: FaultRequest) -> JobStatus:
-        """Inject a fault (the grammar of ``otpnn train --fault``) into a running job."""
+        """Inject a fault (the grammar of ``otpnn train --fault``) into a running job; at most
+        32 per job (409 after that)."""
         return manager.inject(job_id, fault.spec)
 
     @app.get("/jobs/{job_id}/report", tags=["jobs"])
@@ -147,6 +155,14 @@ def _errors(app: FastAPI) -> None:
     @app.exception_handler(Conflict)
     async def conflict(_r: Request, e: Conflict) -> JSONResponse:
         return error(409, str(e))
+
+    @app.exception_handler(QueueFull)
+    async def queue_full(_r: Request, e: QueueFull) -> JSONResponse:
+        return error(429, str(e))
+
+    @app.exception_handler(Unavailable)
+    async def unavailable(_r: Request, e: Unavailable) -> JSONResponse:
+        return error(503, str(e))
 
     @app.exception_handler(ConfigError)
     @app.exception_handler(FaultSpecError)

@@ -7,15 +7,21 @@
         ├── job-<id> JobSupervisor (temporary)   Loader, WorkerPool, Coordinator
         └── ...
 
-A running job is a :class:`TrainingJob` started under ``jobs`` plus one thread that waits for
-it, records the outcome (succeeded / failed / cancelled) with its report and weights, and starts
-the next queued job. A failure stays inside its JobSupervisor (temporary: never restarted), so
-it never disturbs the other jobs or the service.
+A running job holds a slot and one thread, its waiter, which drives the job's lifecycle
+(:mod:`otpnn.service.lifecycle`: build, run under ``jobs``, keep the result), records how it
+ended in one log line (the traceback too under ``verbose``), frees the slot and starts the next
+queued job, whatever failed on the way. A job's failure stays inside its JobSupervisor
+(temporary: never restarted), so it never disturbs the other jobs or the service.
 
 Persistence: every state change rewrites ``job.json`` atomically; each job checkpoints into its
-own directory. On start, jobs found ``queued`` or ``running`` are queued again and resume from
-their checkpoint when there is one (so also after a SIGKILL of the service); the trainer makes
-the resumed run end bit-identical to an uninterrupted one.
+own directory. On start the state dir is locked (one service per dir), every record is validated
+(a damaged one is set aside as ``job.json.damaged`` and its job listed as failed with the reason),
+and jobs found ``queued`` or ``running`` are queued again; they resume from their checkpoint when
+there is one (so also after a SIGKILL of the service), ending bit-identical to an uninterrupted
+run. After shutdown nothing is written (:meth:`Store.close`).
+
+Bounds: at most ``max_queued`` jobs wait (more is :class:`QueueFull`), and at most
+:data:`MAX_INJECTED_FAULTS` faults are injected into one job (more is a :class:`Conflict`).
 """
 
 from __future__ import annotations
@@ -23,57 +29,47 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
 
-from otpnn.checkpoint import CheckpointError, save_weights
-from otpnn.config import ConfigError, TrainConfig
-from otpnn.data import DataError, Dataset, find_mnist, load_dataset
-from otpnn.faults import Chaos, parse_fault
+from otpnn.config import TrainConfig
+from otpnn.data import DataError, find_mnist
+from otpnn.faults import parse_fault
+from otpnn.service import lifecycle, records
+from otpnn.service.lifecycle import Outcome
+from otpnn.service.records import FINISHED, RUN_OPTIONS, STATES
 from otpnn.service.schema import JobRequest, check_data_dir
-from otpnn.service.store import Store, UnknownJob
-from otpnn.training.job import (
-    CHECKPOINT_FILE,
-    JobOptions,
-    JobStopped,
-    ResumeError,
-    TrainingFailed,
-    TrainingJob,
-    final_summary,
-)
-from otpnn.training.options import default_workers, resolve
-from otpnn.training.report import job_report, write_report
-from otpnn.training.state import Progress
+from otpnn.service.store import DamagedRecord, Store, StoreClosed, UnknownJob
+from otpnn.training import JobOptions, TrainingJob, resolve
+from otpnn.training.options import default_workers
 from supervision import DynamicSupervisor, Supervisor
 
 log = structlog.get_logger("otpnn.service")
 
-STATES = ("queued", "running", "succeeded", "failed", "cancelled")
-FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+__all__ = ["FINISHED", "STATES", "Conflict", "JobManager", "QueueFull", "Unavailable"]
+
 # Often enough that a killed service loses little; a checkpoint of the default net is ~1 MB.
 DEFAULT_CHECKPOINT_EVERY = 10
-DATASET_CACHE = 4
-# The per-run options of a request (the rest of it is the TrainConfig).
-RUN_OPTIONS = ("faults", "chaos", "chaos_seed", "step_timeout", "max_restarts", "max_seconds")
-
-
-NOT_STARTED: dict[str, Any] = {
-    "step": 0,
-    "epoch": 0,
-    "total_steps": 0,
-    "metrics": None,
-    "restarts": 0,
-    "restarts_by_actor": {},
-    "faults_injected": 0,
-    "pids": {},
-}
+MAX_QUEUED = 100
+# As many as a request may plan (JobRequest.faults): a job's plan and record stay small.
+MAX_INJECTED_FAULTS = 32
 
 
 class Conflict(RuntimeError):
     """The request does not fit the job's state (e.g. a fault for a job that is not running)."""
+
+
+class QueueFull(RuntimeError):
+    """``max_queued`` jobs are already waiting."""
+
+
+class Unavailable(RuntimeError):
+    """The service cannot take the request now (it is stopping, or cannot write its state)."""
 
 
 @dataclass
@@ -92,49 +88,63 @@ class JobManager:
         max_jobs: int = 1,
         *,
         checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+        max_queued: int = MAX_QUEUED,
+        data_roots: Sequence[str | os.PathLike] = (),
+        verbose: bool = False,
     ) -> None:
         if max_jobs < 1:
             raise ValueError(f"max_jobs must be >= 1, got {max_jobs}")
+        if max_queued < 0:
+            raise ValueError(f"max_queued must be >= 0, got {max_queued}")
         self.store = Store(state_dir)
         self.max_jobs = max_jobs
+        self.max_queued = max_queued
         self.checkpoint_every = checkpoint_every
+        self.data_roots = tuple(Path(r).resolve() for r in data_roots)
+        self.verbose = verbose
         self._lock = threading.RLock()
         self._records: dict[str, dict[str, Any]] = {}
         self._queue: deque[str] = deque()
         self._runs: dict[str, _Run] = {}
         self._closing = False
-        self._datasets: OrderedDict[tuple, Dataset] = OrderedDict()
-        self._dataset_lock = threading.Lock()
+        self._stopped = False
+        self._datasets = lifecycle.Datasets()
         self.root: Any = None
         self.started_at = time.time()
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the service tree, queue again what was unfinished, and start what fits."""
+        """Lock the state dir (DirectoryBusy if another service has it), start the service tree,
+        load the records, queue again what was unfinished, and start what fits."""
+        self.store.lock()
         self.root = Supervisor.start_link(
             [DynamicSupervisor.child_spec("jobs", name="jobs")],
             strategy="one_for_one",
             name="otpnn-service",
         )
         with self._lock:
-            for record in self.store.load_all():
+            loaded = [self._load(job_id) for job_id in self.store.job_ids()]
+            for record in sorted(loaded, key=lambda r: (r["created"], r["id"])):
                 self._records[record["id"]] = record
-                if record.get("state") in ("queued", "running"):
+                if record["state"] in ("queued", "running"):
                     if record["state"] == "running":
-                        record["resumes"] = record.get("resumes", 0) + 1
+                        record["resumes"] += 1
                     record["state"] = "queued"
-                    self.store.save(record)
+                    self._save(record)
                     self._queue.append(record["id"])
-                    log.info("job_requeued", job=record["id"], resumes=record.get("resumes", 0))
+                    log.info("job_requeued", job=record["id"], resumes=record["resumes"])
             self._schedule()
 
     def shutdown(self, timeout: float = 20.0) -> None:
         """Stop every running job at a step boundary (each writes its checkpoint), then the
         tree; bounded by ``timeout``. Running jobs stay ``running`` on disk: the next start
-        resumes them."""
+        resumes them. Then nothing more is written, and the state dir's lock is given back.
+        Idempotent."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            self._closing = True
+            if self._stopped:
+                return
+            self._stopped = self._closing = True
             runs = list(self._runs.values())
             for run in runs:
                 if run.job is not None:
@@ -146,14 +156,35 @@ class JobManager:
             self.root.stop(timeout=max(1.0, deadline - time.monotonic()))
             if self.root.is_alive():
                 self.root.kill()
+        self.store.close()
+        late = [run.thread.name for run in runs if run.thread and run.thread.is_alive()]
+        if late:
+            log.warning("jobs_not_stopped_in_time", threads=late)
         log.info("service_stopped", jobs_interrupted=len(runs))
+
+    def _load(self, job_id: str) -> dict[str, Any]:
+        """A record from disk, validated; a damaged one is set aside and its job failed."""
+        try:
+            return records.checked(self.store.read(job_id), job_id)
+        except DamagedRecord as e:
+            reason = str(e)
+        record = records.replacing_damaged(job_id, reason, self.store.record_mtime(job_id))
+        try:
+            self.store.set_aside(job_id)
+        except OSError as e:
+            log.error("job_record_damaged", job=job_id, reason=reason, set_aside=e.strerror)
+            return record
+        log.error("job_record_damaged", job=job_id, reason=reason, set_aside="job.json.damaged")
+        self._save(record)
+        return record
 
     # -- requests -------------------------------------------------------------------------------
     def submit(self, request: JobRequest) -> dict[str, Any]:
-        """Validate a request into a queued job record; ConfigError / ValueError if invalid."""
+        """Validate a request into a queued job record; ConfigError / ValueError if invalid,
+        QueueFull if ``max_queued`` jobs wait, Unavailable if it cannot be recorded."""
         body = request.model_dump()
         options = {k: body.pop(k) for k in RUN_OPTIONS}
-        body["data_dir"] = check_data_dir(body["data_dir"], self.store.root)
+        body["data_dir"] = check_data_dir(body["data_dir"], self.store.root, self.data_roots)
         if body["checkpoint_every"] is None:
             body["checkpoint_every"] = self.checkpoint_every
         body["workers"] = body["workers"] or default_workers()
@@ -161,23 +192,18 @@ class JobManager:
         if config.dataset == "mnist":
             _check_mnist(config.data_dir)
         resolve(config, JobOptions(faults=tuple(parse_fault(s) for s in options["faults"])))
-        record: dict[str, Any] = {
-            "id": self.store.new_id(),
-            "state": "queued",
-            "config": config.to_dict(),
-            "options": options,
-            "created": time.time(),
-            "started": None,
-            "finished": None,
-            "error": None,
-            "resumes": 0,
-            **NOT_STARTED,
-        }
+        record = records.new(self.store.new_id(), config, options)
         with self._lock:
             if self._closing:
-                raise Conflict("the service is shutting down")
+                raise Unavailable("the service is shutting down")
+            if len(self._queue) >= self.max_queued:
+                raise QueueFull(
+                    f"the queue is full: {len(self._queue)} jobs are waiting, the most this "
+                    "service takes (--max-queued); submit again when one has started"
+                )
+            if not self._save(record):
+                raise Unavailable("the service cannot write its state directory")
             self._records[record["id"]] = record
-            self.store.save(record)
             self._queue.append(record["id"])
             log.info("job_submitted", job=record["id"])
             self._schedule()
@@ -188,7 +214,7 @@ class JobManager:
             record = self._record(job_id)
             if record["state"] == "queued":
                 self._queue.remove(job_id)
-                self._finish(job_id, "cancelled")
+                self._end(job_id, Outcome("cancelled"))
             elif record["state"] == "running":
                 run = self._runs[job_id]
                 run.cancel.set()
@@ -199,15 +225,21 @@ class JobManager:
             return self.status(job_id)
 
     def inject(self, job_id: str, spec: str) -> dict[str, Any]:
-        """Inject a fault into a running job; FaultSpecError / ValueError if it is bad."""
+        """Inject a fault into a running job; FaultSpecError / ValueError if it is bad,
+        Conflict if the job is not running or has had MAX_INJECTED_FAULTS already."""
         fault = parse_fault(spec)
         with self._lock:
             record = self._record(job_id)
             run = self._runs.get(job_id)
             if record["state"] != "running" or run is None or run.job is None:
                 raise Conflict(f"job {job_id} is {record['state']}, not running with a live tree")
+            injected = record.setdefault("injected", [])
+            if len(injected) >= MAX_INJECTED_FAULTS:
+                raise Conflict(
+                    f"job {job_id} has had {len(injected)} faults injected, the most one job takes"
+                )
             run.job.inject(fault)
-            record.setdefault("injected", []).append(str(fault))
+            injected.append(str(fault))
             log.info("fault_requested", job=job_id, fault=str(fault))
             return self.status(job_id)
 
@@ -217,7 +249,7 @@ class JobManager:
             record = dict(self._record(job_id))
             run = self._runs.get(job_id)
             if run is not None and run.job is not None:
-                record.update(_live(run.job))
+                record.update(lifecycle.live(run.job))
             return record
 
     def jobs(self) -> list[dict[str, Any]]:
@@ -258,12 +290,15 @@ class JobManager:
 
     # -- running --------------------------------------------------------------------------------
     def _schedule(self) -> None:
-        """Start queued jobs while slots are free (called with the lock held)."""
+        """Start queued jobs while slots are free (called with the lock held). A job whose
+        record cannot be written fails at once: a job the disk does not know would not resume."""
         while not self._closing and self._queue and len(self._runs) < self.max_jobs:
             job_id = self._queue.popleft()
             record = self._records[job_id]
             record.update(state="running", started=time.time())
-            self.store.save(record)
+            if not self._save(record):
+                self._end(job_id, Outcome("failed", "its record cannot be written"))
+                continue
             run = _Run()
             run.thread = threading.Thread(
                 target=self._run_job, args=(job_id, run), name=f"job-{job_id}", daemon=True
@@ -272,90 +307,32 @@ class JobManager:
             run.thread.start()
 
     def _run_job(self, job_id: str, run: _Run) -> None:
-        """The waiter: build, start and wait for one job; record its outcome."""
+        """The waiter: one job's whole lifecycle; whatever happens, it ends recorded and its
+        slot is freed (or, stopped by the shutdown, it stays ``running`` on disk to resume)."""
         structlog.contextvars.bind_contextvars(job=job_id)
-        record = self._records[job_id]
+        outcome = Outcome("failed", "the job's thread ended unexpectedly")
         try:
-            job = self._build(job_id, record)
-        except (ConfigError, DataError, CheckpointError, ResumeError, ValueError) as e:
-            self._finish(job_id, "failed", error=str(e))
-            return
-        with self._lock:
-            if self._closing:  # shutting down before it started: stays queued on disk
+            outcome = self._lifecycle(job_id, run)
+        except Exception as e:
+            outcome = lifecycle.failed(e)
+        finally:
+            with self._lock:
                 self._runs.pop(job_id, None)
-                return
+                live = lifecycle.live(run.job) if run.job is not None else None
+                if outcome.state == "interrupted":
+                    log.info("job_interrupted", step=live["step"] if live else 0)
+                else:
+                    self._end(job_id, outcome, live)
+
+    def _lifecycle(self, job_id: str, run: _Run) -> Outcome:
+        job = lifecycle.build(job_id, self._records[job_id], self.store, self._datasets)
+        with self._lock:
+            if self._closing:  # shutting down before it started: it resumes on the next start
+                return Outcome("interrupted")
             run.job = job
             if run.cancel.is_set():
                 job.request_stop()
-        try:
-            job.start(under=self._jobs_supervisor())
-            result = job.wait()
-        except JobStopped:
-            job.stop()
-            if run.cancel.is_set():
-                self._finish(job_id, "cancelled", live=_live(job))
-            else:
-                log.info("job_interrupted", step=job.progress.step)
-                with self._lock:
-                    self._runs.pop(job_id, None)
-            return
-        except TrainingFailed as e:
-            job.stop()
-            write_report(self.store.report_path(job_id), job_report(job, None))
-            self._finish(job_id, "failed", error=str(e), live=_live(job))
-            return
-        except Exception as e:  # a start failure: this job fails, the service does not
-            log.exception("job_crashed")
-            job.stop()
-            self._finish(job_id, "failed", error=f"{type(e).__name__}: {e}", live=_live(job))
-            return
-        final = final_summary(job, result)
-        job.stop()
-        save_weights(
-            self.store.model_path(job_id),
-            result["params"],
-            job.config.layer_sizes,
-            {
-                "job": job_id,
-                "config": job.config.to_dict(),
-                "test_accuracy": final["test_accuracy"],
-            },
-        )
-        write_report(self.store.report_path(job_id), job_report(job, final))
-        self._finish(job_id, "succeeded", live=_live(job), final=final)
-
-    def _build(self, job_id: str, record: dict[str, Any]) -> TrainingJob:
-        config = TrainConfig.from_dict(record["config"])
-        opts = record["options"]
-        checkpoint_dir = self.store.checkpoint_dir(job_id)
-        resume = (checkpoint_dir / CHECKPOINT_FILE).is_file()
-        options = JobOptions(
-            # Planned faults belong to the first run: a resumed one would fire them again.
-            faults=() if resume else tuple(parse_fault(s) for s in opts["faults"]),
-            chaos=Chaos(opts["chaos"], opts["chaos_seed"]) if opts["chaos"] else None,
-            checkpoint_dir=str(checkpoint_dir),
-            resume=resume,
-            step_timeout=opts["step_timeout"],
-            max_restarts=opts["max_restarts"],
-            max_seconds=opts["max_seconds"],
-        )
-        return TrainingJob(config, self._dataset(config), options, name=job_id)
-
-    def _dataset(self, config: TrainConfig) -> Dataset:
-        """Load once per (dataset, source, sizes, seed); MNIST takes about a second to read.
-        Never downloads: a request must not make the service fetch from the network or write
-        outside its state dir (``otpnn data fetch`` puts MNIST in place beforehand)."""
-        if config.dataset == "synthetic":
-            key: tuple = ("synthetic", config.seed, config.synthetic_train, config.synthetic_test)
-        else:
-            key = ("mnist", config.data_dir)
-        with self._dataset_lock:
-            if key not in self._datasets:
-                self._datasets[key] = load_dataset(config, download=False)
-                while len(self._datasets) > DATASET_CACHE:
-                    self._datasets.popitem(last=False)
-            self._datasets.move_to_end(key)
-            return self._datasets[key]
+        return lifecycle.run(job, self._jobs_supervisor(), self.store, run.cancel)
 
     def _jobs_supervisor(self) -> Any:
         """Looked up each time: a restarted ``jobs`` supervisor has a new handle."""
@@ -364,40 +341,38 @@ class JobManager:
                 return info.ref
         raise RuntimeError("the jobs supervisor is not running")
 
-    def _finish(
-        self,
-        job_id: str,
-        state: str,
-        *,
-        error: str | None = None,
-        live: dict[str, Any] | None = None,
-        final: dict[str, Any] | None = None,
-    ) -> None:
-        with self._lock:
-            record = self._records[job_id]
-            record.update(live or {})
-            record.update(state=state, finished=time.time(), error=error)
-            if final is not None:
-                record["final"] = {k: final[k] for k in ("params_sha256", "test_accuracy", "steps")}
+    def _end(self, job_id: str, outcome: Outcome, live: dict[str, Any] | None = None) -> None:
+        """Record a job's end (in memory even if the disk refuses), log it in one line, and
+        start what now fits. Called with the lock held, never raises."""
+        record = self._records[job_id]
+        record.update(live or {})
+        # e.g. the checkpoint that a failure message names: where it is on the server is not
+        # the client's business.
+        error = outcome.error and outcome.error.replace(str(self.store.root), "<state dir>")
+        record.update(state=outcome.state, finished=time.time(), error=error)
+        if outcome.final is not None:
+            final = outcome.final
+            record["final"] = {k: final[k] for k in ("params_sha256", "test_accuracy", "steps")}
+        self._save(record)
+        failed = outcome.state == "failed"
+        (log.warning if failed else log.info)(
+            "job_finished",
+            job=job_id,
+            state=outcome.state,
+            error=error,
+            **({"detail": outcome.detail} if outcome.detail else {}),
+            exc_info=outcome.exc if self.verbose and outcome.exc else None,
+        )
+        self._schedule()
+
+    def _save(self, record: dict[str, Any]) -> bool:
+        """Write a record; False (and one log line) if the disk refuses or the store closed."""
+        try:
             self.store.save(record)
-            self._runs.pop(job_id, None)
-            log.info("job_finished", job=job_id, state=state, error=error)
-            self._schedule()
-
-
-def _live(job: TrainingJob) -> dict[str, Any]:
-    """What a running job shows: progress, latest epoch metrics, restarts, faults, pids."""
-    p: Progress = job.progress
-    return {
-        "step": p.step,
-        "epoch": p.epoch,
-        "total_steps": p.total_steps,
-        "metrics": p.last_epoch,
-        "restarts": job.state.restarts,
-        "restarts_by_actor": job.state.restarts_by_actor(),
-        "faults_injected": job.state.faults_fired,
-        "pids": dict(job.state.pids),
-    }
+        except (OSError, StoreClosed) as e:
+            log.error("job_record_not_saved", job=record["id"], reason=str(e))
+            return False
+        return True
 
 
 def _json_ids(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -411,14 +386,16 @@ def _json_ids(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _check_mnist(data_dir: str | None) -> None:
-    """A job on MNIST is refused at once (ValueError: 422) when the service cannot find the
-    files, instead of being queued to fail later: the service never downloads."""
+    """A job on MNIST without a data_dir is refused at once (ValueError: 422) when the service
+    has no MNIST of its own ($OTPNN_DATA_DIR or its cache), instead of being queued to fail
+    later: the service never downloads. The message names no server path (a given data_dir
+    is checked by :func:`~otpnn.service.schema.check_data_dir`)."""
+    if data_dir is not None:
+        return
     try:
-        find_mnist(data_dir)
-    except DataError as e:
-        where = str(e).splitlines()[0]
+        find_mnist(None)
+    except DataError:
         raise ValueError(
-            "dataset 'mnist' needs its four files where the service can read them: give data_dir "
-            f"(an absolute directory holding them), or put them in $OTPNN_DATA_DIR or the cache "
-            f"before starting the service ({where})"
+            "no data_dir given, and the service has no MNIST of its own: give data_dir (an "
+            "absolute directory holding the four MNIST files)"
         ) from None

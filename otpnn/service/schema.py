@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from otpnn.config import ConfigError, TrainConfig
+from otpnn.data.mnist import FILES as MNIST_FILES
 from otpnn.training.memory import check_memory
 
 MAX_PARAMETERS = 4_000_000
+# Validation context of a request read back from a job record (see JobRequest._model_fits).
+STORED = {"stored": True}
 MAX_WORKERS = max(16, 2 * (os.cpu_count() or 1))
 
 Size = Annotated[int, Field(ge=1, le=100_000)]
@@ -34,7 +38,9 @@ class JobRequest(BaseModel):
 
     dataset: Literal["mnist", "synthetic"] = "mnist"
     data_dir: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
-        None, description="Absolute path of an existing directory with the MNIST files; read only."
+        None,
+        description="Absolute path of a directory with the four MNIST files (under the "
+        "service's --data-root directories, if it has any); read only.",
     )
     epochs: Annotated[int, Field(ge=1, le=1000)] = 5
     batch_size: Annotated[int, Field(ge=1, le=60_000)] = 64
@@ -76,11 +82,13 @@ class JobRequest(BaseModel):
     max_seconds: Annotated[float, Field(ge=0.001, le=3600, allow_inf_nan=False)] = 5.0
 
     @model_validator(mode="after")
-    def _model_fits(self) -> JobRequest:
+    def _model_fits(self, info: ValidationInfo) -> JobRequest:
         sizes = [784, *self.hidden, 10]
         n = sum((a + 1) * b for a, b in itertools.pairwise(sizes))
         if n > MAX_PARAMETERS:
             raise ValueError(f"the network has {n} parameters; at most {MAX_PARAMETERS} allowed")
+        if info.context == STORED:
+            return self  # accepted before; free memory is the machine's now: checked at its run
         fields = {k: v for k, v in self.model_dump().items() if k in CONFIG_FIELDS}
         fields["checkpoint_every"] = fields["checkpoint_every"] or 0
         try:
@@ -99,9 +107,17 @@ class FaultRequest(BaseModel):
     )
 
 
-def check_data_dir(value: str | None, state_dir: Path) -> str | None:
-    """A data_dir is read-only input: an absolute, existing directory without ``..``, outside
-    the state directory. Returns it normalised; ValueError says what is wrong."""
+NOT_MNIST = "not an MNIST directory this service may read"
+
+
+def check_data_dir(value: str | None, state_dir: Path, roots: Sequence[Path] = ()) -> str | None:
+    """A data_dir is read-only input: an absolute path without ``..`` to a directory holding the
+    four MNIST files, outside the state directory and, if the operator named data roots
+    (``--data-root``), under one of them. Returns it resolved; ValueError says what is wrong.
+
+    Every refusal of a well-formed path says the same thing (:data:`NOT_MNIST`), so an answer
+    tells a client nothing about the server's files: not whether a path exists, what it
+    resolves to (``/proc/self`` names the server's pid), or where the state directory is."""
     if value is None:
         return None
     if "\x00" in value:
@@ -110,8 +126,25 @@ def check_data_dir(value: str | None, state_dir: Path) -> str | None:
     if not path.is_absolute() or ".." in path.parts:
         raise ValueError(f"data_dir {value!r} must be an absolute path without '..'")
     resolved = path.resolve()
-    if resolved == state_dir or state_dir in resolved.parents:
-        raise ValueError("data_dir must not be inside the service's state directory")
-    if not resolved.is_dir():
-        raise ValueError(f"data_dir {value!r} is not an existing directory")
+    if (
+        _within(resolved, state_dir)
+        or (roots and not any(_within(resolved, root) for root in roots))
+        or not is_mnist_dir(resolved)
+    ):
+        raise ValueError(f"data_dir {value!r}: {NOT_MNIST}")
     return str(resolved)
+
+
+def is_mnist_dir(directory: Path) -> bool:
+    """The four MNIST files are there (by name, gzipped or not); the job checks their content."""
+    try:
+        return all(
+            (directory / f"{base}.gz").is_file() or (directory / base).is_file()
+            for base in MNIST_FILES.values()
+        )
+    except OSError:  # e.g. a directory this process may not search
+        return False
+
+
+def _within(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents

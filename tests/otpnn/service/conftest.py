@@ -4,6 +4,7 @@ small synthetic jobs (well under a second each) and their fault-free reference c
 from __future__ import annotations
 
 import functools
+import json
 import socket
 import threading
 import time
@@ -20,9 +21,12 @@ from fastapi import FastAPI
 from otpnn.config import TrainConfig
 from otpnn.data import synthetic_dataset
 from otpnn.reference import train_reference
-from otpnn.service import create_app
-from otpnn.service.jobs import JobManager
-from otpnn.service.server import ServiceServer
+from otpnn.service import create_app, records
+from otpnn.service.jobs import DEFAULT_CHECKPOINT_EVERY, JobManager
+from otpnn.service.records import RUN_OPTIONS
+from otpnn.service.schema import JobRequest
+from otpnn.service.server import READ_TIMEOUT, ServiceServer
+from otpnn.service.store import Store
 
 # 768 samples, batch 64: 12 steps an epoch, 24 in all; 4 micro-shards a step.
 JOB = {
@@ -101,21 +105,23 @@ def free_socket() -> socket.socket:
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
-    """service(max_jobs=1, token=None, headers=None, state_dir=...) -> a live Service; every
-    one started is shut down (jobs stopped, server thread joined) after the test."""
+    """service(headers=None, state_dir=..., read_timeout=..., **create_app's options) -> a live
+    Service; every one started is shut down (jobs stopped, server thread joined) after it."""
     running: list[tuple[ServiceServer, threading.Thread, httpx.Client, socket.socket]] = []
 
     def start(
         *,
-        max_jobs: int = 1,
-        token: str | None = None,
         headers: dict[str, str] | None = None,
         state_dir: Path | None = None,
+        read_timeout: float = READ_TIMEOUT,
+        **options: Any,
     ) -> Service:
         state = state_dir or tmp_path / "state"
-        app = create_app(state, max_jobs=max_jobs, token=token, shutdown_timeout=15)
+        app = create_app(state, shutdown_timeout=15, **options)
         sock = free_socket()
-        server = ServiceServer(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        server = ServiceServer(
+            uvicorn.Config(app, log_level="warning", lifespan="on"), read_timeout=read_timeout
+        )
         thread = threading.Thread(target=server.run, args=([sock],), name="test-uvicorn")
         thread.start()
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -141,3 +147,15 @@ def service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
         thread.join(30)
         sock.close()
         assert not thread.is_alive(), "the server thread did not stop"
+
+
+def write_record(state_dir: Path, state: str = "queued", **overrides: Any) -> dict[str, Any]:
+    """A job record on disk, as the service writes one for a submit of ``JOB | overrides``."""
+    body = JobRequest.model_validate({**JOB, **overrides}).model_dump()
+    options = {k: body.pop(k) for k in RUN_OPTIONS}
+    body["checkpoint_every"] = body["checkpoint_every"] or DEFAULT_CHECKPOINT_EVERY
+    record = {**records.new(Store.new_id(), TrainConfig.from_dict(body), options), "state": state}
+    directory = state_dir / "jobs" / record["id"]
+    directory.mkdir(parents=True)
+    (directory / "job.json").write_text(json.dumps(record))
+    return record

@@ -43,6 +43,7 @@ def test_submit_poll_then_fetch_report_and_model(service, fault_free_sha, tmp_pa
     assert [j["id"] for j in listed] == [job_id]
     files = {p.relative_to(svc.state_dir).as_posix() for p in svc.state_dir.rglob("*.*")}
     assert files == {
+        ".otpnn.lock",  # the service's hold on its state dir
         f"jobs/{job_id}/job.json",
         f"jobs/{job_id}/report.json",
         f"jobs/{job_id}/model.safetensors",
@@ -115,13 +116,19 @@ def test_a_failing_job_leaves_the_others_and_the_service_alone(service, fault_fr
     assert svc.client.get("/tree").json()["children"][0]["children"] == []
 
 
-def test_missing_mnist_is_refused_at_once_without_a_download(service, tmp_path) -> None:
+def test_missing_mnist_is_refused_at_once_naming_no_server_path(
+    service, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("OTPNN_DATA_DIR", str(tmp_path / "nothing-here"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     svc = service()
+    r = svc.client.post("/jobs", json={"dataset": "mnist"})  # no data_dir, none of its own
+    assert r.status_code == 422, r.text
+    assert "no data_dir given, and the service has no MNIST of its own" in r.json()["error"]
+    assert str(tmp_path) not in r.json()["error"]
     r = svc.client.post("/jobs", json={"dataset": "mnist", "data_dir": str(tmp_path)})
     assert r.status_code == 422, r.text
-    assert "MNIST not found" in r.json()["error"]
-    assert str(tmp_path) in r.json()["error"]
-    assert not (tmp_path / "cache").exists()  # XDG_CACHE_HOME of this test: nothing fetched
+    assert "not an MNIST directory" in r.json()["error"]
     assert svc.client.get("/jobs").json() == []
 
 

@@ -14,6 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from click.testing import CliRunner
+from conftest import write_record
+
+from otpnn.cli_serve import serve
 
 # Parks the job at step 12 (after the step-10 checkpoint) long enough to kill the service.
 PARKED = {"faults": ["slow=30:worker=any@step=12"], "checkpoint_every": 5}
@@ -123,6 +127,9 @@ def test_sigterm_checkpoints_exits_0_and_the_job_resumes(
     assert seconds < 15
     lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert any(e.get("job") == job_id and e["event"] == "job_interrupted" for e in lines)
+    assert {"event": "service_listening", "url": first.url} in [
+        {k: e.get(k) for k in ("event", "url")} for e in lines
+    ]
     assert all(line.startswith("{") for line in err.splitlines() if line.strip())
     access = [e for e in lines if e["event"] == "http_request"]  # uvicorn's access log, as JSON
     assert any(
@@ -155,3 +162,72 @@ def test_token_file_is_required_and_checked(serve_process, tmp_path) -> None:
     ok = service.client.get("/jobs", headers={"Authorization": "Bearer 0123456789abcdef0123"})
     assert ok.status_code == 200
     assert service.stop()[0] == 0
+
+
+def _serve_once(*args: str) -> subprocess.CompletedProcess:
+    """``otpnn serve`` expected to stop by itself (refused at start)."""
+    return subprocess.run(
+        [sys.executable, "-m", "otpnn", "serve", *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_a_second_service_on_the_same_state_dir_exits_2(serve_process, tmp_path) -> None:
+    first = serve_process()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free_port = s.getsockname()[1]
+    second = _serve_once("--port", str(free_port), "--state-dir", str(tmp_path / "state"))
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.splitlines() == [
+        f"Error: --state-dir {tmp_path / 'state'} is in use by another otpnn serve "
+        f"(pid {first.proc.pid}); stop that one or pass another"
+    ]
+    assert first.client.get("/healthz").status_code == 200
+    assert first.stop()[0] == 0
+
+
+def test_a_service_that_cannot_have_its_port_touches_no_job(serve_process, tmp_path) -> None:
+    first = serve_process()
+    other = tmp_path / "other"
+    job = write_record(other, "running")
+    record = other / "jobs" / job["id"] / "job.json"
+    before = record.read_bytes()
+    port = httpx.URL(first.url).port
+    second = _serve_once("--port", str(port), "--state-dir", str(other))
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.splitlines()[-1] == (
+        f"Error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+    assert "job_requeued" not in second.stderr
+    assert record.read_bytes() == before
+    assert first.stop()[0] == 0
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_a_failing_job_is_one_log_line_unless_verbose(serve_process, job_config, verbose) -> None:
+    service = serve_process("--log-format", "json", *(["--verbose"] if verbose else []))
+    # A thread worker (in the service's process) crashes, and the tree may not restart it.
+    doomed = {"backend": "thread", "faults": ["crash:worker=0@step=2"], "max_restarts": 0}
+    r = service.client.post("/jobs", json={**job_config, **doomed})
+    job_id = r.json()["id"]
+    service.wait_job(job_id, lambda j: j["state"] == "failed")
+    code, err, _ = service.stop()
+    assert code == 0, err
+    lines = [json.loads(line) for line in err.splitlines()]  # every line is one JSON object
+    (finished,) = [e for e in lines if e["event"] == "job_finished"]
+    assert finished["state"] == "failed"
+    assert "the supervision tree gave up" in finished["error"]
+    assert any(e["event"] == "actor_crashed" for e in lines), err
+    tracebacks = [e for e in lines if "exception" in e]
+    assert bool(tracebacks) == verbose, err
+    assert ("Traceback (most recent call last)" in err) == verbose, err
+
+
+@pytest.mark.parametrize("option", ["--read-timeout", "--shutdown-timeout"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_timeouts_must_be_finite(tmp_path, option, value) -> None:
+    result = CliRunner().invoke(serve, [option, value, "--state-dir", str(tmp_path / "state")])
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}'" in result.output
+    assert not (tmp_path / "state").exists()  # refused before anything was made
