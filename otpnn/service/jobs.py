@@ -332,7 +332,8 @@ class JobManager:
             run.job = job
             if run.cancel.is_set():
                 job.request_stop()
-        return lifecycle.run(job, self._jobs_supervisor(), self.store, run.cancel)
+        allow_unfired = bool(self._records[job_id]["options"].get("allow_unfired_faults"))
+        return lifecycle.run(job, self._jobs_supervisor(), self.store, run.cancel, allow_unfired)
 
     def _jobs_supervisor(self) -> Any:
         """Looked up each time: a restarted ``jobs`` supervisor has a new handle."""

@@ -125,9 +125,17 @@ def build(job_id: str, record: dict[str, Any], store: Store, datasets: Datasets)
     return TrainingJob(config, datasets.get(config), options, name=job_id)
 
 
-def run(job: TrainingJob, under: Any, store: Store, cancelled: threading.Event) -> Outcome:
+def run(
+    job: TrainingJob,
+    under: Any,
+    store: Store,
+    cancelled: threading.Event,
+    allow_unfired: bool = False,
+) -> Outcome:
     """Run the job under ``under`` (the service's jobs supervisor) and keep its result;
-    StepFailed (or StoreClosed) if the result cannot be kept."""
+    StepFailed (or StoreClosed) if the result cannot be kept. A job whose planned faults did
+    not all fire tested nothing: it ends ``failed`` (its report and weights kept), unless the
+    request allowed it, as ``otpnn train`` exits 3."""
     job_id = job.name
     try:
         result = job.run(under=under)
@@ -150,6 +158,15 @@ def run(job: TrainingJob, under: Any, store: Store, cancelled: threading.Event) 
             save_weights(store.model_path(job_id), result["params"], job.config.layer_sizes, meta)
         with _failing_as("writing the report"):
             write_report(store.report_path(job_id), job_report(job, final))
+    unfired = job.state.unfired_faults()
+    if unfired and not allow_unfired:
+        specs = ", ".join(str(f) for f in unfired)
+        return Outcome(
+            "failed",
+            f"{len(unfired)} planned fault(s) never fired: {specs} (the job trained "
+            f"{final['steps']} steps: nothing was tested; allow_unfired_faults accepts this)",
+            final=final,
+        )
     return Outcome("succeeded", final=final)
 
 

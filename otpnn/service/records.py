@@ -22,7 +22,10 @@ State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 STATES: tuple[str, ...] = get_args(State)
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 # The per-run options of a request (the rest of it is the TrainConfig).
-RUN_OPTIONS = ("faults", "chaos", "chaos_seed", "step_timeout", "max_restarts", "max_seconds")
+RUN_OPTIONS = (
+    "faults", "chaos", "chaos_seed", "step_timeout", "max_restarts", "max_seconds",
+    "allow_unfired_faults",
+)  # fmt: skip
 
 NOT_STARTED: dict[str, Any] = {
     "step": 0,

@@ -80,6 +80,9 @@ class JobRequest(BaseModel):
     step_timeout: Annotated[float, Field(ge=0.1, le=3600, allow_inf_nan=False)] = 30.0
     max_restarts: Annotated[int, Field(ge=0, le=1000)] = 3
     max_seconds: Annotated[float, Field(ge=0.001, le=3600, allow_inf_nan=False)] = 5.0
+    allow_unfired_faults: bool = Field(
+        False, description="Without it, a job whose planned faults never fired ends failed."
+    )
 
     @model_validator(mode="after")
     def _model_fits(self, info: ValidationInfo) -> JobRequest:
