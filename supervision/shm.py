@@ -17,7 +17,7 @@ import _posixshmem
 import mmap
 import os
 import secrets
-from multiprocessing import shared_memory
+from multiprocessing import resource_tracker, shared_memory
 from types import TracebackType
 from typing import Any, NamedTuple, Self
 
@@ -49,6 +49,7 @@ class SharedArray:
         self._descriptor = descriptor
         self._buf = buf
         self._owner = owner
+        self._tracker_pid: int | None = None
         self._array: np.ndarray | None = np.ndarray(
             descriptor.shape, dtype=np.dtype(descriptor.dtype), buffer=buf
         )
@@ -64,7 +65,9 @@ class SharedArray:
         size = max(1, int(np.prod(shape, dtype=np.int64)) * dt.itemsize)
         name = f"{prefix}{os.getpid()}_{secrets.token_hex(6)}"
         shm = shared_memory.SharedMemory(name=name, create=True, size=size)
-        return cls(ArrayDescriptor(shm.name, shape, dt.str), shm.buf, shm)
+        shared = cls(ArrayDescriptor(shm.name, shape, dt.str), shm.buf, shm)
+        shared._tracker_pid = _tracker()[0]  # the tracker that knows the segment
+        return shared
 
     @classmethod
     def attach(cls, descriptor: ArrayDescriptor) -> SharedArray:
@@ -102,10 +105,18 @@ class SharedArray:
         (self._owner or self._buf).close()
 
     def unlink(self) -> None:
-        """Remove the segment's name (owner only); processes that mapped it keep their view."""
+        """Remove the segment's name (owner only); processes that mapped it keep their view.
+
+        If the resource tracker that registered the segment died meanwhile (``kill -9``), the
+        name is removed without telling a tracker: a relaunched one never knew it and would
+        print a KeyError traceback for each segment it is asked to forget."""
         if self._owner is None:
             raise PermissionError(f"only the owner of {self.name} may unlink it")
-        self._owner.unlink()
+        pid, alive = _tracker()
+        if pid == self._tracker_pid and alive:
+            self._owner.unlink()  # unlinks, and the tracker forgets the name
+        else:
+            _posixshmem.shm_unlink("/" + self.name)
 
     def __enter__(self) -> Self:
         return self
@@ -124,3 +135,10 @@ class SharedArray:
         role = "owner" if self.is_owner else "attached"
         d = self._descriptor
         return f"<SharedArray {d.name} {d.shape} {d.dtype} {role}>"
+
+
+def _tracker() -> tuple[int | None, bool]:
+    """(pid, alive) of this process's resource tracker (None: started by a parent process).
+    Private attributes of CPython's tracker, which its type stubs do not list."""
+    tracker: Any = resource_tracker._resource_tracker
+    return tracker._pid, tracker._fd is not None and tracker._check_alive()

@@ -8,6 +8,7 @@ in exit 0, 1 or 2 with no traceback and nothing left running.
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import subprocess
 import sys
@@ -206,3 +207,25 @@ def test_a_second_copy_on_the_same_checkpoint_dir_is_refused(tmp_path) -> None:
     third = otpnn("train", *SMALL, "--epochs", "2", "--workers", "2", "--checkpoint-dir", ckpt,
                   "--resume")  # fmt: skip
     assert third.returncode == 0, third.stderr
+
+
+def test_a_killed_resource_tracker_leaves_no_noise_and_no_segment() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "otpnn", "train", *SMALL, "--epochs", "2", "--workers", "2",
+         "--fault", "slow=2:worker=any@step=5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    killed = False
+    deadline = time.monotonic() + 30
+    while not killed and time.monotonic() < deadline:
+        time.sleep(0.1)
+        for child in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split():
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"resource_tracker" in cmdline:
+                os.kill(int(child), signal.SIGKILL)
+                killed = True
+    _, err = proc.communicate(timeout=60)
+    assert killed
+    assert proc.returncode == 0, err
+    assert "KeyError" not in err  # a relaunched tracker asked to forget names it never had
+    assert not list(Path("/dev/shm").glob(f"otpnn_{proc.pid}_*"))
