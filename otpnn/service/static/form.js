@@ -10,6 +10,7 @@ function kindOf(prop) {
   if (p.enum) return { kind: "enum", values: p.enum };
   if (p.type === "array") return { kind: p.items && p.items.type === "integer" ? "ints" : "lines" };
   if (p.type === "integer" || p.type === "number") return { kind: "number" };
+  if (p.type === "boolean") return { kind: "bool" };
   return { kind: "text" };
 }
 
@@ -33,6 +34,10 @@ export function buildForm(schema, mainBox, moreBox) {
       input.rows = 2;
       input.placeholder = "one per line, e.g. kill:worker=0@step=100";
       input.value = (prop.default || []).join("\n");
+    } else if (kind === "bool") {
+      input = document.createElement("input");
+      input.type = "checkbox";
+      input.checked = prop.default === true;
     } else {
       input = document.createElement("input");
       input.type = kind === "number" ? "number" : "text";
@@ -59,6 +64,10 @@ export function buildForm(schema, mainBox, moreBox) {
 export function readForm(fields) {
   const body = {};
   for (const { name, kind, input } of fields) {
+    if (kind === "bool") {
+      body[name] = input.checked;
+      continue;
+    }
     const raw = input.value.trim();
     if (raw === "") continue;
     if (kind === "number") body[name] = Number.isNaN(Number(raw)) ? raw : Number(raw);
