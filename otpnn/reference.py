@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -92,21 +93,36 @@ def train_reference(
                 loss += step_loss
                 correct += step_correct
                 result.steps += 1
-            seconds = time.perf_counter() - start
-            test_loss, test_acc = evaluate(
-                params, cfg.layer_sizes, cfg.activation, dataset.test_images, dataset.test_labels
+            row = epoch_row(
+                cfg, dataset, params, epoch, time.perf_counter() - start, n, loss, correct
             )
-            row = {
-                "epoch": epoch,
-                "seconds": seconds,
-                "samples_per_second": n / seconds,
-                "train_loss": loss / n,
-                "train_accuracy": correct / n,
-                "test_loss": test_loss,
-                "test_accuracy": test_acc,
-            }
             result.history.append(row)
             if on_epoch is not None:
                 on_epoch(row)
     result.params_sha256 = params_sha256(params)
     return result
+
+
+def epoch_row(
+    cfg: TrainConfig,
+    dataset: Dataset,
+    params: np.ndarray,
+    epoch: int,
+    seconds: float,
+    n: int,
+    loss: float,
+    correct: int,
+) -> dict[str, Any]:
+    """An epoch's report row: its training tallies over ``n`` samples, then the test set's."""
+    test_loss, test_acc = evaluate(
+        params, cfg.layer_sizes, cfg.activation, dataset.test_images, dataset.test_labels
+    )
+    return {
+        "epoch": epoch,
+        "seconds": seconds,
+        "samples_per_second": n / seconds,
+        "train_loss": loss / n,
+        "train_accuracy": correct / n,
+        "test_loss": test_loss,
+        "test_accuracy": test_acc,
+    }

@@ -16,8 +16,8 @@ from threadpoolctl import threadpool_limits
 from otpnn.config import TrainConfig
 from otpnn.data import Dataset
 from otpnn.local_sgd import Batch, LocalBuffers, RoundSchedule, average_into, local_steps
-from otpnn.model import SGD, evaluate, init_params, params_sha256
-from otpnn.reference import ReferenceResult
+from otpnn.model import SGD, init_params, params_sha256
+from otpnn.reference import ReferenceResult, epoch_row
 from otpnn.schedule import Batches, epoch_permutation, shard_bounds, steps_per_epoch
 
 
@@ -65,19 +65,9 @@ def train_local_sgd_reference(
                 average_into(active[:, 0], params)
                 average_into(active[:, 1], velocity)
                 result.steps += len(rnd.steps)
-            seconds = time.perf_counter() - start
-            test_loss, test_acc = evaluate(
-                params, cfg.layer_sizes, cfg.activation, dataset.test_images, dataset.test_labels
+            row = epoch_row(
+                cfg, dataset, params, epoch, time.perf_counter() - start, n, loss, correct
             )
-            row = {
-                "epoch": epoch,
-                "seconds": seconds,
-                "samples_per_second": n / seconds,
-                "train_loss": loss / n,
-                "train_accuracy": correct / n,
-                "test_loss": test_loss,
-                "test_accuracy": test_acc,
-            }
             result.history.append(row)
             if on_epoch is not None:
                 on_epoch(row)

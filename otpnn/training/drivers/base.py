@@ -22,11 +22,13 @@ Contract of :meth:`Driver.run` (every driver keeps it; the coordinator relies on
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
+import pykka
 
 from otpnn.config import TrainConfig
 from otpnn.model import Hyper
@@ -48,6 +50,23 @@ def loss_kind(exc: BaseException) -> str:
     if isinstance(reason, ExitedWithCode):
         return "exit"
     return "crash"
+
+
+LOOK_EVERY = 0.05  # seconds: how soon a driver waiting for a reply notices a stop or kill
+
+
+def await_reply(host: Host, future: pykka.Future[Any], deadline: float) -> Any:
+    """A worker's reply, waited for in slices so that a stop or kill is noticed within
+    LOOK_EVERY; pykka.Timeout once ``deadline`` (monotonic) has passed."""
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            return future.get(timeout=max(0.0, min(remaining, LOOK_EVERY)))
+        except pykka.Timeout:
+            if remaining <= LOOK_EVERY:
+                raise
+            if host.interrupted():
+                raise Interrupted from None
 
 
 class Interrupted(Exception):

@@ -44,9 +44,15 @@ import pykka
 from otpnn.local_sgd import Batch, RoundSchedule, average_into
 from otpnn.model import num_params
 from otpnn.training import segments
-from otpnn.training.drivers.base import Driver, Host, Interrupted, Workers, loss_kind
+from otpnn.training.drivers.base import (
+    Driver,
+    Host,
+    Workers,
+    await_reply,
+    loss_kind,
+)
 from otpnn.training.drivers.local_sgd_task import ShareResult, TrainShare
-from otpnn.training.drivers.stepwise import LOOK_EVERY, StepwiseDriver
+from otpnn.training.drivers.stepwise import StepwiseDriver
 from otpnn.training.fault_planner import Planned
 from supervision.reasons import describe
 from supervision.refs import ActorHandle
@@ -202,7 +208,9 @@ class LocalSGDDriver(Driver):
                 try:
                     if future is None:
                         raise pykka.ActorDeadError("worker died before the message was sent")
-                    results[rank] = self._transport.accept(rank, self._get(future, deadline))
+                    results[rank] = self._transport.accept(
+                        rank, await_reply(self.host, future, deadline)
+                    )
                 except pykka.Timeout:
                     host.failure(shares[rank][0], index, worker, "hang", "no reply in time")
                     worker.kill()
@@ -260,15 +268,3 @@ class LocalSGDDriver(Driver):
     def _rows(self, step: int) -> tuple[int, int]:
         offset, bounds = self.host.batches.shards(step)
         return offset, bounds[-1][1]
-
-    def _get(self, future: pykka.Future[Any], deadline: float) -> Any:
-        """A reply, waited for in slices so that a stop or kill is noticed within 50 ms."""
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                return future.get(timeout=max(0.0, min(remaining, LOOK_EVERY)))
-            except pykka.Timeout:
-                if remaining <= LOOK_EVERY:
-                    raise
-                if self.host.interrupted():
-                    raise Interrupted from None

@@ -24,15 +24,18 @@ import pykka
 from otpnn.model import num_params, reduce_in_order, sgd_update, shard_gradient
 from otpnn.schedule import shard_bounds
 from otpnn.training import segments
-from otpnn.training.drivers.base import Driver, Host, Interrupted, Workers, loss_kind
+from otpnn.training.drivers.base import (
+    Driver,
+    Host,
+    Workers,
+    await_reply,
+    loss_kind,
+)
 from otpnn.training.drivers.task import WorkerSide, WorkerTask
 from otpnn.training.fault_planner import split
 from supervision.reasons import describe
 from supervision.refs import ActorHandle
 from supervision.shm import ArrayDescriptor, SharedArray
-
-# How often a wait for a reply looks for a stop request.
-LOOK_EVERY = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +230,7 @@ class StepwiseDriver(Driver):
                 try:
                     if future is None:
                         raise pykka.ActorDeadError("worker died before the message was sent")
-                    for r in self._transport.accept(self._get(future, deadline)):
+                    for r in self._transport.accept(await_reply(self.host, future, deadline)):
                         results[r.index] = (r.loss_sum, r.correct)
                 except pykka.Timeout:
                     host.failure(step, index, worker, "hang", "no reply within the step deadline")
@@ -264,15 +267,3 @@ class StepwiseDriver(Driver):
             except pykka.ActorDeadError:
                 in_flight.append((index, worker, run, None))
         return in_flight
-
-    def _get(self, future: pykka.Future[Any], deadline: float) -> Any:
-        """A reply, waited for in slices so that a stop or kill is noticed within 50 ms."""
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                return future.get(timeout=max(0.0, min(remaining, LOOK_EVERY)))
-            except pykka.Timeout:
-                if remaining <= LOOK_EVERY:
-                    raise
-                if self.host.interrupted():
-                    raise Interrupted from None
