@@ -55,13 +55,29 @@ def loss_kind(exc: BaseException) -> str:
 LOOK_EVERY = 0.05  # seconds: how soon a driver waiting for a reply notices a stop or kill
 
 
-def await_reply(host: Host, future: pykka.Future[Any], deadline: float) -> Any:
-    """A worker's reply, waited for in slices so that a stop or kill is noticed within
-    LOOK_EVERY; pykka.Timeout once ``deadline`` (monotonic) has passed."""
+def send(worker: ActorHandle, message: Any) -> pykka.Future[Any] | None:
+    """Ask ``worker`` without waiting; None if it is already dead (:func:`reply` then fails
+    as a dead worker's reply would)."""
+    try:
+        return worker.ask(message, block=False)
+    except pykka.ActorDeadError:
+        return None
+
+
+def reply(future: pykka.Future[Any] | None, timeout: float) -> Any:
+    """The reply to a :func:`send`, waited for at most ``timeout`` (pykka.Timeout after)."""
+    if future is None:
+        raise pykka.ActorDeadError("worker died before the message was sent")
+    return future.get(timeout=timeout)
+
+
+def await_reply(host: Host, future: pykka.Future[Any] | None, deadline: float) -> Any:
+    """The reply to a :func:`send`, waited for in slices so that a stop or kill is noticed
+    within LOOK_EVERY; pykka.Timeout once ``deadline`` (monotonic) has passed."""
     while True:
         remaining = deadline - time.monotonic()
         try:
-            return future.get(timeout=max(0.0, min(remaining, LOOK_EVERY)))
+            return reply(future, max(0.0, min(remaining, LOOK_EVERY)))
         except pykka.Timeout:
             if remaining <= LOOK_EVERY:
                 raise

@@ -50,6 +50,7 @@ from otpnn.training.drivers.base import (
     Workers,
     await_reply,
     loss_kind,
+    send,
 )
 from otpnn.training.drivers.local_sgd_task import ShareResult, TrainShare
 from otpnn.training.drivers.stepwise import StepwiseDriver
@@ -206,8 +207,6 @@ class LocalSGDDriver(Driver):
             lost: list[int] = []
             for index, worker, rank, future in in_flight:
                 try:
-                    if future is None:
-                        raise pykka.ActorDeadError("worker died before the message was sent")
                     results[rank] = self._transport.accept(
                         rank, await_reply(self.host, future, deadline)
                     )
@@ -247,10 +246,7 @@ class LocalSGDDriver(Driver):
             batches = tuple(Batch(s, *self._rows(s)) for s in shares[rank])
             action = None if planned is None else planned.action
             msg = self._transport.message(rank, epoch, batches, action)
-            try:
-                in_flight.append((index, worker, rank, worker.ask(msg, block=False)))
-            except pykka.ActorDeadError:
-                in_flight.append((index, worker, rank, None))
+            in_flight.append((index, worker, rank, send(worker, msg)))
         return in_flight
 
     def _fault_for(

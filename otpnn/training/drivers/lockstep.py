@@ -27,7 +27,15 @@ from otpnn.model import num_params
 from otpnn.schedule import shard_bounds
 from otpnn.training import segments
 from otpnn.training.drivers import lockstep_rank as ranks
-from otpnn.training.drivers.base import Driver, Host, Interrupted, Workers, loss_kind
+from otpnn.training.drivers.base import (
+    Driver,
+    Host,
+    Interrupted,
+    Workers,
+    loss_kind,
+    reply,
+    send,
+)
 from otpnn.training.drivers.lockstep_rank import LockstepSegments, RunSteps
 from otpnn.training.fault_planner import Planned
 from supervision.reasons import describe
@@ -127,10 +135,7 @@ class LockstepDriver(Driver):
                 self._run_id, rank, len(workers), first, last, epoch, segments, host.batches,
                 host.hyper, tuple((p.step, p.action) for p in plans[rank]),
             )  # fmt: skip
-            try:
-                pending[rank] = (index, worker, worker.ask(msg, block=False))
-            except pykka.ActorDeadError:
-                pending[rank] = (index, worker, None)
+            pending[rank] = (index, worker, send(worker, msg))
         run = _Run(self._run_id, first, epoch, workers, plans, pending)
         self._watch(run)
         done = ranks.completed_steps(control, run.id, len(workers), first - 1)
@@ -187,9 +192,7 @@ class LockstepDriver(Driver):
         first = next(iter(run.pending))
         for rank, (index, worker, future) in list(run.pending.items()):
             try:
-                if future is None:
-                    raise pykka.ActorDeadError("worker died before the message was sent")
-                future.get(timeout=POLL if rank == first else 0)
+                reply(future, POLL if rank == first else 0)
             except pykka.Timeout:
                 continue
             except Exception as e:  # the worker crashed, exited, was killed

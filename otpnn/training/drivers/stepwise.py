@@ -30,6 +30,7 @@ from otpnn.training.drivers.base import (
     Workers,
     await_reply,
     loss_kind,
+    send,
 )
 from otpnn.training.drivers.task import WorkerSide, WorkerTask
 from otpnn.training.fault_planner import split
@@ -228,8 +229,6 @@ class StepwiseDriver(Driver):
             deadline = time.monotonic() + host.step_timeout
             for index, worker, run, future in in_flight:
                 try:
-                    if future is None:
-                        raise pykka.ActorDeadError("worker died before the message was sent")
                     for r in self._transport.accept(await_reply(self.host, future, deadline)):
                         results[r.index] = (r.loss_sum, r.correct)
                 except pykka.Timeout:
@@ -262,8 +261,5 @@ class StepwiseDriver(Driver):
                 self.host.fault_fired(planned, step, index)
             action = None if planned is None else planned.action
             msg = self._transport.message(step, epoch, run, action)
-            try:
-                in_flight.append((index, worker, run, worker.ask(msg, block=False)))
-            except pykka.ActorDeadError:
-                in_flight.append((index, worker, run, None))
+            in_flight.append((index, worker, run, send(worker, msg)))
         return in_flight
