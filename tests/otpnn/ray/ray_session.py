@@ -56,7 +56,7 @@ def training_helpers():
 
     name = "otpnn_training_helpers"
     if name not in sys.modules:
-        path = Path(__file__).parent.parent / "training" / "conftest.py"
+        path = Path(__file__).parent.parent / "training" / "training_support.py"
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)

@@ -4,7 +4,6 @@ small synthetic jobs (well under a second each) and their fault-free reference c
 from __future__ import annotations
 
 import functools
-import json
 import socket
 import threading
 import time
@@ -17,29 +16,15 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from service_support import JOB
 
 from otpnn.config import TrainConfig
 from otpnn.data import synthetic_dataset
 from otpnn.reference import train_reference
-from otpnn.service import create_app, records
-from otpnn.service.jobs import DEFAULT_CHECKPOINT_EVERY, JobManager
-from otpnn.service.records import RUN_OPTIONS
-from otpnn.service.schema import JobRequest
+from otpnn.service import create_app
+from otpnn.service.jobs import JobManager
 from otpnn.service.server import READ_TIMEOUT, ServiceServer
-from otpnn.service.store import Store
 
-# 768 samples, batch 64: 12 steps an epoch, 24 in all; 4 micro-shards a step.
-JOB = {
-    "dataset": "synthetic",
-    "synthetic_train": 768,
-    "synthetic_test": 256,
-    "epochs": 2,
-    "batch_size": 64,
-    "shard_size": 16,
-    "seed": 7,
-    "workers": 2,
-    "backend": "process",
-}
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -147,15 +132,3 @@ def service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
         thread.join(30)
         sock.close()
         assert not thread.is_alive(), "the server thread did not stop"
-
-
-def write_record(state_dir: Path, state: str = "queued", **overrides: Any) -> dict[str, Any]:
-    """A job record on disk, as the service writes one for a submit of ``JOB | overrides``."""
-    body = JobRequest.model_validate({**JOB, **overrides}).model_dump()
-    options = {k: body.pop(k) for k in RUN_OPTIONS}
-    body["checkpoint_every"] = body["checkpoint_every"] or DEFAULT_CHECKPOINT_EVERY
-    record = {**records.new(Store.new_id(), TrainConfig.from_dict(body), options), "state": state}
-    directory = state_dir / "jobs" / record["id"]
-    directory.mkdir(parents=True)
-    (directory / "job.json").write_text(json.dumps(record))
-    return record

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pykka
 import pytest
-from conftest import write_record
+from service_support import write_record
 
 from otpnn.service import lifecycle
 from otpnn.training import coordinator

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from service_support import JOB
+
 from otpnn.config import TrainConfig
 from otpnn.data import synthetic_dataset
 from otpnn.reference import train_reference
-from tests.otpnn.service.conftest import JOB
 
 LOCAL = {"algorithm": "local-sgd", "sync_every": 4, "warmup_steps": 3}
 

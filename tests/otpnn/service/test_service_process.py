@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
-from conftest import write_record
+from service_support import write_record
 
 from otpnn.cli_serve import serve
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_record
+from service_support import write_record
 from structlog.testing import capture_logs
 
 from otpnn.dirlock import DirectoryBusy

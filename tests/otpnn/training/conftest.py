@@ -2,47 +2,10 @@
 
 from __future__ import annotations
 
-import functools
-
 import pytest
+from training_support import config, dataset, reference_sha, run_job
 
-from otpnn.config import TrainConfig
-from otpnn.data import Dataset, synthetic_dataset
-from otpnn.model import params_sha256
-from otpnn.reference import train_reference
-from otpnn.training import JobOptions, TrainingJob
-
-# 768 samples, batch 64 -> 12 steps an epoch, 4 micro-shards a step; small but not trivial.
-BASE = {
-    "dataset": "synthetic",
-    "synthetic_train": 768,
-    "synthetic_test": 256,
-    "epochs": 2,
-    "batch_size": 64,
-    "shard_size": 16,
-    "seed": 7,
-}
-
-
-def config(**overrides: object) -> TrainConfig:
-    return TrainConfig(**{**BASE, **overrides})
-
-
-@functools.cache
-def dataset() -> Dataset:
-    cfg = config()
-    return synthetic_dataset(cfg.seed, cfg.synthetic_train, cfg.synthetic_test)
-
-
-@functools.cache
-def reference_sha(**overrides: object) -> str:
-    return train_reference(config(**overrides), dataset()).params_sha256
-
-
-def run_job(cfg: TrainConfig, **options: object) -> tuple[str, TrainingJob]:
-    job = TrainingJob(cfg, dataset(), JobOptions(**options))
-    result = job.run()
-    return params_sha256(result["params"]), job
+from otpnn.data import Dataset
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
+from training_support import config, dataset
 
 from otpnn.training import TrainingJob, blas
-from tests.otpnn.training.conftest import config, dataset
 
 
 def _blas_threads() -> int:

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import structlog
 from click.testing import CliRunner
-from conftest import config, dataset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_cli_train import SMALL, otpnn
+from training_support import config, dataset
 
 from otpnn import atomic
 from otpnn.cli import main
@@ -229,3 +229,24 @@ def test_a_killed_resource_tracker_leaves_no_noise_and_no_segment() -> None:
     assert proc.returncode == 0, err
     assert "KeyError" not in err  # a relaunched tracker asked to forget names it never had
     assert not list(Path("/dev/shm").glob(f"otpnn_{proc.pid}_*"))
+
+
+def test_a_second_ctrl_c_exits_at_once_without_the_orderly_stop() -> None:
+    # The coordinator is held in a 60 s delay, so the orderly stop the first Ctrl-C asks for
+    # would wait for it (up to the stop deadline); the second one does not.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "otpnn", "train", *SMALL, "--epochs", "2", "--workers", "2",
+         "--fault", "slow=60:coordinator@step=3", "--log-format", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    for line in proc.stderr:  # wait until the delay is under way
+        if "fault_injected" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    time.sleep(1.0)
+    assert proc.poll() is None  # still stopping in order, behind the delayed coordinator
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 130, err
+    assert "second signal: exiting now" in err

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pytest
+from training_support import config, dataset, reference_sha
 
 from otpnn.model import Hyper, init_params, params_sha256
 from otpnn.schedule import Batches, steps_per_epoch
@@ -19,7 +20,6 @@ from otpnn.training.loader import Loader
 from otpnn.training.worker import Worker
 from supervision import spawn
 from supervision.refs import ActorHandle
-from tests.otpnn.training.conftest import config, dataset, reference_sha
 
 CFG = config(epochs=1, workers=2, backend="thread")
 

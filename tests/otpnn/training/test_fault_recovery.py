@@ -79,7 +79,7 @@ def test_low_chaos_is_survived_and_repeatable(config, run_job, fault_free_sha) -
 
 
 def test_restart_intensity_exceeded_gives_up_cleanly(config, tmp_path) -> None:
-    from tests.otpnn.training.conftest import dataset
+    from training_support import dataset
 
     job = TrainingJob(
         config(workers=2, backend="process"),
@@ -247,7 +247,7 @@ def test_workers_killed_at_arbitrary_moments_change_nothing(config, reference_sh
     import os
     import signal
 
-    from tests.otpnn.training.conftest import dataset
+    from training_support import dataset
 
     cfg = config(workers=2, backend="process", epochs=12)  # 144 steps
     job = TrainingJob(cfg, dataset(), JobOptions(max_restarts=10))  # 4 kills in ~1 s

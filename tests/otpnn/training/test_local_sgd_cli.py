@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from training_support import reference_sha
 
-from tests.otpnn.training.conftest import reference_sha
 from tests.otpnn.training.test_cli_train import SMALL, otpnn
 
 LOCAL = ["--algorithm", "local-sgd", "--sync-every", "4", "--warmup-steps", "3"]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import structlog.testing
+from training_support import config, dataset, reference_sha, run_job
 
 from otpnn.faults import Chaos, parse_fault
 from otpnn.model import params_sha256
@@ -15,7 +16,6 @@ from otpnn.training import JobOptions, OptionsError, ResumeError, TrainingJob, r
 from otpnn.training.drivers.local_sgd import LocalSGDDriver
 from otpnn.training.memory import JobTooLarge, check_memory, job_memory
 from otpnn.training.state import Progress
-from tests.otpnn.training.conftest import config, dataset, reference_sha, run_job
 
 # 12 steps an epoch; warm-up 3, then rounds of N*4 batches (2 workers: steps 4-11, then 12).
 LOCAL = {"algorithm": "local-sgd", "sync_every": 4, "warmup_steps": 3}

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
+from training_support import config, dataset
 
 from otpnn.model import SGD, Hyper, init_params, num_params
 from otpnn.reference import StepBuffers, reference_step
@@ -26,7 +27,6 @@ from otpnn.schedule import (
 )
 from otpnn.training.drivers import lockstep_rank as lockstep
 from otpnn.training.drivers.lockstep_rank import Rank, RankArrays, RunSteps
-from tests.otpnn.training.conftest import config, dataset
 
 CFG = config(epochs=1, momentum=0.9)
 STEPS = steps_per_epoch(len(dataset().train_labels), CFG.batch_size)  # 12

@@ -4,12 +4,12 @@ for the CLI, the service and the Python API; every refusal is a UsageError befor
 from __future__ import annotations
 
 import pytest
+from training_support import config, dataset
 
 from otpnn.errors import OtpnnError, UsageError
 from otpnn.faults import parse_fault
 from otpnn.training import JobOptions, OptionsError, TrainingJob, resolve
 from otpnn.training.drivers import lockstep_rank
-from tests.otpnn.training.conftest import config, dataset
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import config, dataset
+from training_support import config, dataset
 
 from otpnn.training.job import TrainingJob
 

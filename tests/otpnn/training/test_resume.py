@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import config, dataset, reference_sha
+from training_support import config, dataset, reference_sha
 
 from otpnn.checkpoint import load_checkpoint, save_checkpoint
 from otpnn.model import SGD, params_sha256
