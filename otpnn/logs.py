@@ -39,17 +39,25 @@ class AboveTheBar:
         sys.stderr.flush()
 
 
+_ONE_LINE_AT_A_TIME = threading.Lock()
+"""Held for each line written by structlog or by the standard library's handler: their own locks
+are two different locks, and without one shared lock a uvicorn access line could land between a
+structlog line and its newline (two JSON objects on one line)."""
+
+
 class _Tolerant:
-    """A log stream whose failures drop the line instead of raising it into whoever logged:
-    with stderr a closed pipe (``otpnn train 2>&1 | head``) a log call in an actor's exit path
-    would otherwise kill that path."""
+    """A log stream written one whole line per call, under :data:`_ONE_LINE_AT_A_TIME`, whose
+    failures drop the line instead of raising it into whoever logged: with stderr a closed pipe
+    (``otpnn train 2>&1 | head``) a log call in an actor's exit path would otherwise kill that
+    path."""
 
     def __init__(self, stream: TextIO | AboveTheBar) -> None:
         self._stream = stream
 
     def write(self, text: str) -> int:
         try:
-            return self._stream.write(text)
+            with _ONE_LINE_AT_A_TIME:
+                return self._stream.write(text)
         except (OSError, ValueError):  # ValueError: the stream was closed
             return len(text)
 
@@ -86,8 +94,9 @@ def configure_logging(
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.WARNING if quiet else logging.INFO
         ),
+        # WriteLogger writes line and newline in one call (PrintLogger's print() makes two).
         # _Tolerant is a text stream in all structlog uses (write, flush), not a TextIO.
-        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _Tolerant(stream or sys.stderr))),
+        logger_factory=structlog.WriteLoggerFactory(cast(TextIO, _Tolerant(stream or sys.stderr))),
         cache_logger_on_first_use=False,
     )
 
@@ -103,7 +112,8 @@ def _plain_numbers(_logger: Any, _name: str, event: EventDict) -> EventDict:
 def route_stdlib_logging(fmt: str, level: int = logging.INFO) -> None:
     """Render the standard library's records (a library's, e.g. uvicorn's server and access
     lines) like structlog's own, so that a JSON log is JSON on every line."""
-    handler = logging.StreamHandler(sys.stderr)
+    # StreamHandler writes record and newline in one call, here under structlog's line lock.
+    handler = logging.StreamHandler(cast(TextIO, _Tolerant(sys.stderr)))
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[

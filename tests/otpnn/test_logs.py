@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import io
+import json
+import logging
 import re
 import sys
+import threading
+import time
 
 import pytest
+import structlog
 from tqdm import tqdm
 
-from otpnn.logs import AboveTheBar
+from otpnn.logs import AboveTheBar, configure_logging, route_stdlib_logging
 
 
 def _screen(raw: str) -> list[str]:
@@ -49,3 +54,44 @@ def test_an_unfinished_line_waits_for_its_end(monkeypatch: pytest.MonkeyPatch) -
     assert err.getvalue() == ""
     stream.write(" and the rest\nnext")
     assert _screen(err.getvalue()) == ["half and the rest", ""]
+
+
+class _SlowStderr(io.StringIO):
+    """stderr that lets other threads run inside every write, where a torn line would show."""
+
+    def write(self, text: str) -> int:
+        time.sleep(0)
+        return super().write(text)
+
+
+def test_structlog_and_library_lines_never_share_a_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service logs through structlog and through uvicorn's standard-library loggers at
+    once; in JSON format each line must stay one JSON object."""
+    err = _SlowStderr()
+    monkeypatch.setattr(sys, "stderr", err)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging("json")
+        route_stdlib_logging("json")
+
+        def ours() -> None:
+            for i in range(300):
+                structlog.get_logger().info("ours", i=i)
+
+        def theirs() -> None:
+            for i in range(300):
+                logging.getLogger("uvicorn.error").info("theirs %d", i)
+
+        threads = [threading.Thread(target=f) for f in (ours, theirs, ours, theirs)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+        structlog.reset_defaults()
+    events = [json.loads(line)["event"] for line in err.getvalue().splitlines()]
+    assert events.count("ours") == 600
+    assert len(events) == 1200
