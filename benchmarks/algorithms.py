@@ -64,7 +64,7 @@ def main() -> int:
         dataset = limit_dataset(dataset, args.train, len(dataset.test_labels))
     n = len(dataset.train_labels)
     one_epoch = dataclasses.replace(base, epochs=1)
-    plain, _ = plain_epoch(one_epoch, dataset.train_images, dataset.train_labels)
+    plain, _ = plain_epoch(one_epoch, dataset, 1)
     bound, _ = parallel_bound(one_epoch, False, processes=args.workers)
     if args.train:  # the bound's children train on the whole set: scaled to the subset
         bound *= n / 60000

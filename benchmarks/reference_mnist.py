@@ -29,7 +29,10 @@ from otpnn.reference import train_reference
 @click.option("--epochs", default=5, show_default=True)
 @click.option("--batch-size", default=TrainConfig.batch_size, show_default=True)
 @click.option(
-    "--shard-size", default=None, type=int, help="Default: ceil(batch_size / 4), at least 32 rows."
+    "--shard-size",
+    default=None,
+    type=int,
+    help="Default: a shard per core (2 or more), >= 32 rows.",
 )
 @click.option("--lr", default=TrainConfig.lr, show_default=True)
 @click.option("--momentum", default=TrainConfig.momentum, show_default=True)

@@ -1,28 +1,36 @@
-"""Epoch time of otpnn's tree against the loop a user would write instead, side by side.
+"""Epoch time of otpnn's tree against the loop a user would write instead: a sweep, side by side.
 
-For each batch size: one epoch of MNIST with a plain single-process numpy loop (one GEMM chain per
-batch, single-threaded BLAS), then one epoch of the actor trainer with 1, 2 (and 4) workers of
-each backend (and protocol), all in the same run. Prints epoch seconds and the speed-up over the
-plain loop (> 1 is faster), and checks that every trainer run ends with the same checksum.
+For each network and batch size, one epoch of MNIST with:
 
-It also measures what this machine allows right now: two processes running the plain loop's
-gradient maths on half a batch each, at the same time, first with no communication at all, then
-waiting for each other after every step (a bare shared-memory barrier, nothing else). The first
-bounds what two workers can reach here (on a shared or virtual machine two busy cores are often
-not twice one); the second, what a synchronous step can reach (each step waits for the slower
-core of the two, and on a virtual machine the two are not always equally fast).
+- the plain loop: one process, the whole batch in one GEMM chain, the update as whole-vector
+  numpy; with 1 BLAS thread (the reference every ratio is to) and with 2 (what a user gets by
+  giving numpy a second core);
+- two bound rows, what this machine allows right now: two processes running the plain loop's
+  gradient maths on half a batch each at the same time, with no communication, then with a bare
+  shared-memory barrier after every step (no update, no actors);
+- otpnn's trainer with 1, 2 and 4 process workers and 1 and 2 thread workers (default shard size
+  unless ``--shard-size``);
 
-    python benchmarks/trainer_mnist.py [--data-dir DIR] [--batch-sizes 64,256,1024]
-                                       [--workers 1,2,4] [--backends thread,process]
-                                       [--protocols lockstep,stepwise]
+all in one run, every runner once per round, the best of ``--repeat`` rounds counting (a machine
+whose speed drifts then drifts under all of them alike). Prints seconds and ratios (> 1 is
+faster than the 1-thread plain loop; the otpnn rows also as a ratio to the barrier bound),
+checks that every otpnn run of a (network, batch) ends with the same checksum, measures the
+proportional memory (PSS) of a whole job with 4 process workers on the widest network, writes
+the table as JSON and draws speed-up against network width to a PNG.
+
+    python benchmarks/trainer_mnist.py [--quick] [--data-dir DIR] [--networks 128x64,512x512]
+        [--batch-sizes 64,256,1024] [--process-workers 1,2,4] [--thread-workers 1,2]
+        [--repeat 2] [--shard-size S] [--out benchmarks/results/trainer_sweep]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -32,29 +40,36 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from otpnn.config import TrainConfig
-from otpnn.data import load_dataset
+from otpnn.data import Dataset, load_dataset
 from otpnn.logs import configure_logging
-from otpnn.model import SGD, init_params, params_sha256, shard_gradient
+from otpnn.model import init_params, params_sha256, shard_gradient
 from otpnn.schedule import batch_indices, epoch_permutation, shard_bounds, steps_per_epoch
 from otpnn.training import JobOptions, TrainingJob
 from otpnn.training.job import FORKSERVER_PRELOAD
 from supervision.process import ensure_forkserver
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+QUICK = {"networks": "128x64,512x512", "batch_sizes": "64,256", "process_workers": "1,2",
+         "thread_workers": "", "repeat": 1}  # fmt: skip
+BARRIER = "2 x half, barrier"
 
 
-def plain_epoch(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray) -> tuple[float, str]:
-    """One epoch of the plain loop: the whole batch in one forward/backward, no actors."""
+def plain_epoch(cfg: TrainConfig, dataset: Dataset, threads: int) -> tuple[float, str]:
+    """One epoch of the loop a user writes: the whole batch in one forward/backward and the
+    update as plain whole-vector numpy, with ``threads`` BLAS threads."""
+    images, labels = dataset.train_images, dataset.train_labels
     params = init_params(cfg)
-    grad = np.empty_like(params)
-    opt = SGD(cfg.lr, cfg.momentum, cfg.weight_decay)
+    grad, velocity = np.empty_like(params), np.zeros_like(params)
+    lr, momentum = params.dtype.type(cfg.lr), params.dtype.type(cfg.momentum)
     perm = epoch_permutation(len(labels), cfg.seed, 1)
-    with threadpool_limits(1):
+    with threadpool_limits(threads):
         start = time.perf_counter()
         for step in range(steps_per_epoch(len(labels), cfg.batch_size)):
             idx = batch_indices(perm, step, cfg.batch_size)
             shard_gradient(params, cfg.layer_sizes, cfg.activation, images[idx], labels[idx], grad)
-            opt.step(params, grad, len(idx))
+            velocity *= momentum
+            velocity += grad / len(idx)
+            params -= lr * velocity
         return time.perf_counter() - start, ""
 
 
@@ -92,81 +107,176 @@ def parallel_bound(cfg: TrainConfig, synchronous: bool, processes: int = 2) -> t
     ]
     for child in children:
         child.start()
-    times = [seconds.get(timeout=300) for _ in children]
+    times = [seconds.get(timeout=600) for _ in children]
     for child in children:
         child.join()
     return max(times), ""
 
 
-def trainer_epoch(cfg: TrainConfig, dataset, protocol: str) -> tuple[float, str]:
-    job = TrainingJob(cfg, dataset, JobOptions(protocol=protocol))
-    result = job.run()
+def trainer_epoch(cfg: TrainConfig, dataset: Dataset) -> tuple[float, str]:
+    result = TrainingJob(cfg, dataset, JobOptions()).run()
     return result["history"][0]["seconds"], params_sha256(result["params"])
+
+
+def _pss_bytes(pid: int) -> int:
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:  # gone, or not ours to read
+        return 0
+    return next(
+        int(line.split()[1]) * 1024 for line in text.splitlines() if line.startswith("Pss:")
+    )
+
+
+def _workers_of_this_run() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes().startswith(b"otpnn worker-"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def peak_job_memory(cfg: TrainConfig, dataset: Dataset) -> int:
+    """Peak proportional set size (shared pages counted once, split among their sharers) of
+    this process plus its worker processes while ``cfg`` trains an epoch."""
+    peak, done = 0, threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.2):
+            pids = [os.getpid(), *_workers_of_this_run()]
+            peak = max(peak, sum(_pss_bytes(pid) for pid in pids))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        trainer_epoch(cfg, dataset)
+    finally:
+        done.set()
+        sampler.join()
+    return peak
+
+
+def _network(text: str) -> tuple[int, ...]:
+    return tuple(int(width) for width in text.split("x"))
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v]
+
+
+def sweep_one(cfg: TrainConfig, dataset: Dataset, args: argparse.Namespace) -> dict:
+    """Every runner of one (network, batch), ``args.repeat`` rounds; the best round counts."""
+    runners: dict[str, Callable[[], tuple[float, str]]] = {
+        "plain, 1 BLAS thread": partial(plain_epoch, cfg, dataset, 1),
+        "plain, 2 BLAS threads": partial(plain_epoch, cfg, dataset, 2),
+        "2 x half, no sync": partial(parallel_bound, cfg, False),
+        BARRIER: partial(parallel_bound, cfg, True),
+    }
+    kinds = [("process", w) for w in _ints(args.process_workers)]
+    kinds += [("thread", w) for w in _ints(args.thread_workers)]
+    for backend, workers in kinds:
+        run = TrainConfig(
+            **dict(cfg.to_dict(), hidden=cfg.hidden, backend=backend, workers=workers)
+        )
+        runners[f"otpnn {workers} {backend}"] = partial(trainer_epoch, run, dataset)
+    results: dict[str, list[tuple[float, str]]] = {label: [] for label in runners}
+    for _ in range(args.repeat):
+        for label, runner in runners.items():
+            results[label].append(runner())
+    seconds = {label: min(s for s, _ in rows) for label, rows in results.items()}
+    sums = {c for rows in results.values() for _, c in rows if c}
+    return {
+        "network": "x".join(map(str, cfg.hidden)),
+        "batch": cfg.batch_size,
+        "shard_size": cfg.effective_shard_size,
+        "shards": len(shard_bounds(cfg.batch_size, cfg.effective_shard_size)),
+        "seconds": seconds,
+        "checksums_identical": len(sums) == 1,
+        "checksum": sorted(sums)[0] if len(sums) == 1 else None,
+    }
+
+
+def print_rows(row: dict) -> None:
+    seconds = row["seconds"]
+    plain, bound = seconds["plain, 1 BLAS thread"], seconds[BARRIER]
+    head = f"{row['network']:>9} {row['batch']:>5}"
+    for label, s in seconds.items():
+        vs_bound = f"{bound / s:>6.2f}x bound" if label.startswith("otpnn") else ""
+        print(f"{head} {label:<22} {s:>8.3f} s {plain / s:>6.2f}x {vs_bound}", flush=True)
+    same = "identical" if row["checksums_identical"] else "DIFFER"
+    print(f"{head} shard size {row['shard_size']} ({row['shards']} a batch); checksums {same}")
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Speed-up over the 1-thread plain loop against network width, one panel per batch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batches = sorted({r["batch"] for r in rows})
+    fig, axes = plt.subplots(1, len(batches), figsize=(5 * len(batches), 4), squeeze=False)
+    for ax, batch in zip(axes[0], batches, strict=True):
+        mine = [r for r in rows if r["batch"] == batch]
+        names = [r["network"] for r in mine]
+        for label in mine[0]["seconds"]:
+            if label == "plain, 1 BLAS thread":
+                continue
+            ratios = [r["seconds"]["plain, 1 BLAS thread"] / r["seconds"][label] for r in mine]
+            style = "--" if label.startswith(("plain", "2 x")) else "-o"
+            ax.plot(names, ratios, style, label=label)
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.set(title=f"batch {batch}", xlabel="hidden layers", ylabel="speed-up vs plain loop")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--data-dir", default=os.environ.get("OTPNN_DATA_DIR", str(SHARED_MNIST)))
+    ap.add_argument("--quick", action="store_true", help="A two-minute subset: " + str(QUICK))
+    ap.add_argument("--networks", default="128x64,512x512,1024x1024")
     ap.add_argument("--batch-sizes", default="64,256,1024")
-    ap.add_argument("--workers", default="1,2,4")
-    ap.add_argument("--backends", default="thread,process")
-    ap.add_argument(
-        "--protocols",
-        default="lockstep",
-        help="lockstep (workers run the steps) and/or stepwise (the coordinator does).",
-    )
-    ap.add_argument(
-        "--repeat", type=int, default=3, help="Rounds of every runner; each one's best counts."
-    )
-    ap.add_argument(
-        "--shards-per-batch",
-        type=int,
-        default=0,
-        help="Micro-shards per batch (shard size = batch / K); 0 = the config's default.",
-    )
+    ap.add_argument("--process-workers", default="1,2,4")
+    ap.add_argument("--thread-workers", default="1,2")
+    ap.add_argument("--repeat", type=int, default=2, help="Rounds; each runner's best counts.")
+    ap.add_argument("--shard-size", type=int, default=None, help="Default: the config's.")
+    ap.add_argument("--out", default="benchmarks/results/trainer_sweep", help="JSON and PNG path")
     args = ap.parse_args()
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, value)
     configure_logging(quiet=True)
     ensure_forkserver(FORKSERVER_PRELOAD)  # warm worker processes, as `otpnn train` has them
 
-    base = TrainConfig(dataset="mnist", data_dir=args.data_dir, epochs=1)
+    base = TrainConfig(dataset="mnist", data_dir=args.data_dir, epochs=1, lr=0.1)
     dataset = load_dataset(base, download=False)
-    images, labels = dataset.train_images, dataset.train_labels
-    print(f"MNIST {len(labels)} samples, {os.cpu_count()} cores, 1 BLAS thread per worker")
-    print(f"{'batch':>5} {'runner':<18} {'epoch s':>8} {'vs plain':>9}  checksum")
-    for batch in (int(b) for b in args.batch_sizes.split(",")):
-        shard = -(-batch // args.shards_per_batch) if args.shards_per_batch else None
-        cfg = TrainConfig(
-            **{**base.to_dict(), "batch_size": batch, "hidden": base.hidden, "shard_size": shard}
-        )
-        # Every runner once per round, rounds repeated: a machine whose speed drifts (other
-        # jobs, a busy host) then drifts under all of them alike; the best round of each counts.
-        runners: dict[str, Callable[[], tuple[float, str]]] = {
-            "plain loop": partial(plain_epoch, cfg, images, labels),
-            "2 x half, no sync": partial(parallel_bound, cfg, False),
-            "2 x half, barrier": partial(parallel_bound, cfg, True),
-        }
-        for protocol in args.protocols.split(","):
-            for backend in args.backends.split(","):
-                for workers in (int(w) for w in args.workers.split(",")):
-                    run = TrainConfig(
-                        **dict(cfg.to_dict(), hidden=cfg.hidden, backend=backend, workers=workers)
-                    )
-                    label = f"{workers} {backend}" + (" stepwise" if protocol == "stepwise" else "")
-                    runners[label] = partial(trainer_epoch, run, dataset, protocol)
-        results: dict[str, list[tuple[float, str]]] = {label: [] for label in runners}
-        for _ in range(args.repeat):
-            for label, runner in runners.items():
-                results[label].append(runner())
-        plain = min(s for s, _ in results["plain loop"])
-        sums = set()
-        for label, rows in results.items():
-            seconds = min(s for s, _ in rows)
-            note = "(bound)" if label.startswith("2 x half") else rows[0][1][:12]
-            sums.update(c for _, c in rows if c)
-            print(f"{batch:>5} {label:<18} {seconds:>8.3f}{plain / seconds:>8.2f}x  {note}")
-        shards = len(shard_bounds(batch, cfg.effective_shard_size))
-        print(f"{batch:>5} shard size {cfg.effective_shard_size} ({shards} a batch)")
-        print(f"{batch:>5} checksums identical across runners: {len(sums) == 1}")
+    print(f"MNIST {len(dataset.train_labels)} samples, {os.cpu_count()} cores; one epoch each")
+    rows = []
+    for network in (_network(n) for n in args.networks.split(",")):
+        for batch in _ints(args.batch_sizes):
+            fields = dict(base.to_dict(), hidden=network, batch_size=batch)
+            cfg = TrainConfig(**dict(fields, shard_size=args.shard_size))
+            rows.append(sweep_one(cfg, dataset, args))
+            print_rows(rows[-1])
+    widest = max(rows, key=lambda r: _network(r["network"]))
+    if "4" in args.process_workers.split(","):
+        fields = dict(base.to_dict(), hidden=_network(widest["network"]), batch_size=256)
+        cfg = TrainConfig(**dict(fields, workers=4, shard_size=args.shard_size))
+        pss = peak_job_memory(cfg, dataset)
+        print(f"peak PSS, 4 process workers, {widest['network']}, batch 256: {pss / 2**30:.2f} GiB")
+        rows.append({"network": widest["network"], "peak_pss_bytes_4_process_workers": pss})
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    plot([r for r in rows if "seconds" in r], out.with_suffix(".png"))
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
     return 0
 
 

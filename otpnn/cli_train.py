@@ -86,7 +86,10 @@ class _Finite(click.FloatRange):
 @click.option("--epochs", type=int, default=TrainConfig.epochs, show_default=True)
 @click.option("--batch-size", type=int, default=TrainConfig.batch_size, show_default=True)
 @click.option(
-    "--shard-size", type=int, help="Micro-shard size [default: batch-size / 4, at least 32 rows]."
+    "--shard-size",
+    type=int,
+    help="Micro-shard size [default: batch-size / cores (at least 2 shards), at least 32 rows; "
+    "the report records it].",
 )
 @click.option("--lr", type=float, default=TrainConfig.lr, show_default=True, help="Learning rate.")
 @click.option(

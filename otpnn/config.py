@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -21,11 +22,20 @@ BACKENDS = ("thread", "process", "ray")
 ALGORITHMS = ("sync", "local-sgd")  # see otpnn.local_sgd
 INPUT_SIZE = 784
 NUM_CLASSES = 10
-# The default micro-shard is a quarter of the batch but never below this many rows (or the batch).
-# A shard has a fixed cost whatever its rows (small numpy calls, first-layer GEMMs that stream all
-# the weights, a whole gradient row written), so smaller shards cost as much as these (see
-# benchmarks/README.md).
+# The default micro-shard: the batch cut into one shard per core, but never below this many rows
+# (or the batch). A shard has a fixed cost whatever its rows (small numpy calls, GEMMs that stream
+# all the weights, a whole gradient row written and reduced), so fewer, larger shards cost less,
+# and smaller ones than these cost as much as these (see benchmarks/README.md).
 MIN_DEFAULT_SHARD_ROWS = 32
+
+
+def default_shards_per_batch() -> int:
+    """The cores this process may run on, at least 2 (so that two workers can share a step).
+
+    Machine-dependent on purpose: on N cores N workers each take one shard of a step. The trained
+    bits depend on the shard size, so reports and exports record the effective one, a resume is
+    checked against it, and ``--shard-size`` reproduces a run made on any machine."""
+    return max(2, len(os.sched_getaffinity(0)))
 
 
 class ConfigError(UsageError, ValueError):
@@ -109,11 +119,12 @@ class TrainConfig:
     def effective_shard_size(self) -> int:
         """Micro-shard size: fixed by the config, never by the worker count (bit-identity).
 
-        Default: a quarter of the batch (so four workers can share a step), but at least
-        MIN_DEFAULT_SHARD_ROWS rows (or the whole batch, if smaller)."""
+        Default: the batch cut into :func:`default_shards_per_batch` shards (one per core), but
+        at least MIN_DEFAULT_SHARD_ROWS rows (or the whole batch, if smaller)."""
         if self.shard_size is not None:
             return self.shard_size
-        return max(math.ceil(self.batch_size / 4), min(self.batch_size, MIN_DEFAULT_SHARD_ROWS))
+        per_core = math.ceil(self.batch_size / default_shards_per_batch())
+        return max(per_core, min(self.batch_size, MIN_DEFAULT_SHARD_ROWS))
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:

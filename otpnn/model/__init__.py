@@ -2,10 +2,11 @@
 
 from otpnn.model.mlp import Workspace, evaluate, layers_gradient, reduce_in_order, shard_gradient
 from otpnn.model.params import init_params, layer_views, num_params, params_sha256
-from otpnn.model.sgd import SGD, Hyper, sgd_update
+from otpnn.model.sgd import SGD, UPDATE_CHUNK, Hyper, reduce_and_update, sgd_update
 
 __all__ = [
     "SGD",
+    "UPDATE_CHUNK",
     "Hyper",
     "Workspace",
     "evaluate",
@@ -14,6 +15,7 @@ __all__ = [
     "layers_gradient",
     "num_params",
     "params_sha256",
+    "reduce_and_update",
     "reduce_in_order",
     "sgd_update",
     "shard_gradient",

@@ -45,7 +45,8 @@ class JobRequest(BaseModel):
     epochs: Annotated[int, Field(ge=1, le=1000)] = 5
     batch_size: Annotated[int, Field(ge=1, le=60_000)] = 64
     shard_size: Annotated[int, Field(ge=1, le=60_000)] | None = Field(
-        None, description="Micro-shard rows. Default: batch_size / 4, at least 32 (or the batch)."
+        None,
+        description="Micro-shard rows. Default: batch_size / cores (2 or more shards), >= 32 rows.",
     )
     lr: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 0.2
     momentum: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.5

@@ -49,13 +49,16 @@ def read_resume_point(path: Path, config: TrainConfig, n_train: int) -> Snapshot
     saved = meta.get("config")
     if not isinstance(saved, dict):
         raise ResumeError(f"{path}: its metadata has no config")
-    now = config.to_dict()
+    now = arithmetic_config(config)
     defaults = TrainConfig().to_dict()  # a field added since the checkpoint: its default
     resumable = RESUMABLE_FIELDS if config.algorithm == "sync" else LOCAL_SGD_RESUMABLE
     different = sorted(k for k in now if k not in resumable and saved.get(k, defaults[k]) != now[k])
     if different:
         diffs = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now[k]!r}" for k in different)
-        raise ResumeError(f"{path} was made with another config ({diffs})")
+        hint = ""
+        if "shard_size" in different and config.shard_size is None:
+            hint = "; the default shard size follows the cores: pass --shard-size to match"
+        raise ResumeError(f"{path} was made with another config ({diffs}{hint})")
 
     per_epoch = steps_per_epoch(n_train, config.batch_size)
     total = per_epoch * config.epochs
@@ -107,6 +110,12 @@ def read_resume_point(path: Path, config: TrainConfig, n_train: int) -> Snapshot
     return Snapshot(step=step, params=params, optimizer=optimizer, history=history, tally=tally)
 
 
+def arithmetic_config(config: TrainConfig) -> dict[str, Any]:
+    """The config as a checkpoint records it: with the effective shard size, which a default
+    derives from the machine's cores, so that a resume elsewhere is checked against it."""
+    return {**config.to_dict(), "shard_size": config.effective_shard_size}
+
+
 def write_snapshot(path: Path, config: TrainConfig, snap: Snapshot, *, epoch_end: bool) -> None:
     """Write ``snap`` atomically to ``path`` (its directory made if need be)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +126,7 @@ def write_snapshot(path: Path, config: TrainConfig, snap: Snapshot, *, epoch_end
         "step": snap.step,
         "epoch_end": epoch_end,
         "seed": config.seed,
-        "config": config.to_dict(),
+        "config": arithmetic_config(config),
         "history": snap.history,
         "epoch_loss_sum": tally.loss_sum,
         "epoch_correct": tally.correct,

@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -13,10 +14,16 @@ def test_defaults_and_derived_values():
 
 
 @pytest.mark.parametrize(
-    ("batch", "shard"),
-    [(1, 1), (10, 10), (32, 32), (64, 32), (100, 32), (128, 32), (129, 33), (256, 64), (1000, 250)],
-)
-def test_default_shard_is_a_quarter_batch_of_at_least_32_rows(batch, shard):
+    ("cores", "batch", "shard"),
+    [
+        (2, 1, 1), (2, 10, 10), (2, 32, 32), (2, 64, 32), (2, 100, 50), (2, 256, 128),
+        (2, 1000, 500), (1, 256, 128), (4, 64, 32), (4, 129, 33), (4, 256, 64), (8, 256, 32),
+        (16, 256, 32), (16, 1024, 64),
+    ],
+)  # fmt: skip
+def test_default_shard_is_one_per_core_of_at_least_32_rows(monkeypatch, cores, batch, shard):
+    """One shard per core the process may use (at least two shards), never under 32 rows."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cores)))
     assert TrainConfig(batch_size=batch).effective_shard_size == shard
 
 

@@ -2,8 +2,10 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from otpnn.model import SGD, Hyper, sgd_update
+from otpnn.model import SGD, Hyper, reduce_and_update, reduce_in_order, sgd_update
 
 
 def test_plain_sgd_uses_the_mean_gradient():
@@ -69,3 +71,36 @@ def test_updating_slices_into_other_buffers_gives_the_same_bits(momentum, weight
     assert params[len(grads) % 2].tobytes() == whole.tobytes()
     if momentum:
         assert velocity[len(grads) % 2].tobytes() == opt.velocity.tobytes()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 3000),
+    shards=st.integers(1, 5),
+    chunk=st.integers(1, 4096),
+    momentum=st.sampled_from([0.0, 0.5]),
+    weight_decay=st.sampled_from([0.0, 1e-3]),
+    seed=st.integers(0, 2**16),
+)
+def test_chunked_reduce_and_update_gives_the_whole_vectors_bits(
+    n, shards, chunk, momentum, weight_decay, seed
+):
+    """reduce_and_update (the workers' cache-sized chunks) == reduce_in_order + sgd_update."""
+    rng = np.random.default_rng(seed)
+    grads = rng.standard_normal((shards, n)).astype(np.float32) * 100
+    params, velocity = rng.standard_normal((2, n)).astype(np.float32)
+    hyper = Hyper(0.1, momentum, weight_decay)
+
+    acc, g = np.empty(n, np.float32), np.empty(n, np.float32)
+    want_p, want_v = np.empty(n, np.float32), np.empty(n, np.float32)
+    reduce_in_order(grads, acc)
+    sgd_update(hyper, params, velocity, acc, 7, params_out=want_p, velocity_out=want_v, scratch=g)
+
+    got_p, got_v = np.empty(n, np.float32), np.empty(n, np.float32)
+    reduce_and_update(
+        hyper, grads, params, velocity, 7, params_out=got_p, velocity_out=got_v,
+        acc=np.empty(chunk, np.float32), scratch=np.empty(chunk, np.float32),
+    )  # fmt: skip
+    assert got_p.tobytes() == want_p.tobytes()
+    if momentum:
+        assert got_v.tobytes() == want_v.tobytes()

@@ -15,8 +15,9 @@ for each step t of the run, rank r of R:
    update that slice of (params, velocity) from row ``(t-1) % 2`` into row ``t % 2``; publish
    phase ``2t``; wait until every rank has (not after the run's last step).
 
-The reduction and the update are element-wise per parameter, so slices give the bits of the
-whole-vector ``reduce_in_order`` + ``sgd_update`` that the serial reference does.
+The reduction and the update are element-wise per parameter, so slices (and the cache-sized
+chunks of ``reduce_and_update``) give the bits of the whole-vector ``reduce_in_order`` +
+``sgd_update`` that the serial reference does.
 
 Recovery: the state after s steps lives in row ``s % 2`` and is not written again before every
 rank has finished step s+1 (the next writes to that row come in step s+2, behind the barrier of
@@ -45,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from otpnn.model import Hyper, layer_views, layers_gradient, reduce_in_order, sgd_update
+from otpnn.model import UPDATE_CHUNK, Hyper, layer_views, layers_gradient, reduce_and_update
 from otpnn.schedule import Batches
 from otpnn.training.drivers.task import WorkerSide, WorkerTask
 from otpnn.training.fault_planner import split
@@ -183,7 +184,7 @@ class Rank:
         self._lo, self._hi = split(n, msg.ranks, msg.rank)
         self._param_layers = [layer_views(row, sizes) for row in arrays.params]
         self._grad_layers = [layer_views(row, sizes) for row in arrays.grads]
-        self._acc = np.empty(self._hi - self._lo, arrays.params.dtype)
+        self._acc = np.empty(max(1, min(UPDATE_CHUNK, self._hi - self._lo)), arrays.params.dtype)
         self._scratch = np.empty_like(self._acc)
 
     def run(self) -> int | None:
@@ -221,18 +222,17 @@ class Rank:
 
     def _update(self, t: int, bounds: list[tuple[int, int]]) -> None:
         a, lo, hi = self.a, self._lo, self._hi
-        batch_len = bounds[-1][1]
-        reduce_in_order([a.grads[s, lo:hi] for s in range(len(bounds))], self._acc)
         src, dst = (t - 1) % 2, t % 2
         self._check()
-        sgd_update(
+        reduce_and_update(
             self.msg.hyper,
+            a.grads[: len(bounds), lo:hi],
             a.params[src, lo:hi],
             a.velocity[src, lo:hi],
-            self._acc,
-            batch_len,
+            bounds[-1][1],
             params_out=a.params[dst, lo:hi],
             velocity_out=a.velocity[dst, lo:hi],
+            acc=self._acc,
             scratch=self._scratch,
         )
 

@@ -192,11 +192,11 @@ def test_a_rank_dying_half_way_through_its_update_loses_nothing_but_that_step(mo
     """What double buffering is for: a worker killed while it writes its slice of step t's
     parameters leaves step t-1's state intact, and a new run redoes step t from it."""
     arrays = Arrays()
-    real_update = lockstep.sgd_update
+    real_update = lockstep.reduce_and_update
 
-    def dies_half_way(hyper, params, velocity, *args, params_out, velocity_out, scratch):
-        real_update(hyper, params, velocity, *args, params_out=params_out,
-                    velocity_out=velocity_out, scratch=scratch)  # fmt: skip
+    def dies_half_way(hyper, grads, params, velocity, *args, params_out, velocity_out, **scratch):
+        real_update(hyper, grads, params, velocity, *args, params_out=params_out,
+                    velocity_out=velocity_out, **scratch)  # fmt: skip
         if threading.current_thread().name == "rank-1" and dying.is_set():
             params_out[: len(params_out) // 2] = np.nan  # a torn write, then death
             velocity_out[:] = np.nan
@@ -208,7 +208,7 @@ def test_a_rank_dying_half_way_through_its_update_loses_nothing_but_that_step(mo
     def arm(_rank: int, _action: str) -> None:
         dying.set()
 
-    monkeypatch.setattr(lockstep, "sgd_update", dies_half_way)
+    monkeypatch.setattr(lockstep, "reduce_and_update", dies_half_way)
     assert arrays.run(1, 2, 1, STEPS, arm, faults={1: ((5, "die in the update"),)}) == [None, None]
     done = lockstep.completed_steps(arrays.control, 1, 2, 0)
     assert done == 4
@@ -217,6 +217,6 @@ def test_a_rank_dying_half_way_through_its_update_loses_nothing_but_that_step(mo
     assert arrays.params[done % 2].tobytes() == params  # ... step 4's is whole
     assert arrays.velocity[done % 2].tobytes() == velocity
 
-    monkeypatch.setattr(lockstep, "sgd_update", real_update)
+    monkeypatch.setattr(lockstep, "reduce_and_update", real_update)
     assert arrays.run(2, 1, done + 1, STEPS) == [STEPS]
     assert arrays.params[STEPS % 2].tobytes() == reference_after(STEPS)[0]

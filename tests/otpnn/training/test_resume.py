@@ -172,3 +172,18 @@ def test_checkpoint_metadata_is_validated_like_any_input(tmp_path, meta, message
     save_checkpoint(path, params, optimizer, saved)  # a valid file, with its SHA-256 right
     with pytest.raises(ResumeError, match=message.replace("[", r"\[")):
         _job(tmp_path, resume=True)
+
+
+def test_a_checkpoint_made_on_other_cores_names_the_shard_size_to_pass(tmp_path, monkeypatch):
+    """The default shard size follows the cores; a checkpoint records the effective one, so a
+    resume where the default differs is refused with the option that reproduces the run."""
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1})  # 2 cores: 2 x 64 rows
+    default = {"batch_size": 128, "shard_size": None}  # (the tests' config sets one)
+    _job(tmp_path, resume=False, epochs=1, **default).run()
+    assert load_checkpoint(tmp_path / CHECKPOINT_FILE)[2]["config"]["shard_size"] == 64
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1, 2, 3})  # 4 x 32 rows
+    with pytest.raises(ResumeError, match=r"shard_size: checkpoint 64 vs now 32.*--shard-size"):
+        _job(tmp_path, resume=True, **default)
+    resumed = _job(tmp_path, resume=True, batch_size=128, shard_size=64).run()
+    want = reference_sha(epochs=EPOCHS, batch_size=128, shard_size=64)
+    assert params_sha256(resumed["params"]) == want
