@@ -81,7 +81,7 @@ def test_structlog_and_library_lines_never_share_a_line(monkeypatch: pytest.Monk
 
         def theirs() -> None:
             for i in range(300):
-                logging.getLogger("uvicorn.error").info("theirs %d", i)
+                logging.getLogger("a.library").info("theirs %d", i)  # as uvicorn logs
 
         threads = [threading.Thread(target=f) for f in (ours, theirs, ours, theirs)]
         for thread in threads:
