@@ -1,8 +1,10 @@
 """Checkpoints and exported weights in safetensors, with JSON metadata; never pickle.
 
 A checkpoint holds the flat parameter vector ("params"), the optimizer's state tensors
-("optimizer.<name>") and JSON metadata (step, epoch, seed, config, ...) plus the parameters'
-SHA-256, which is checked on load: safetensors validates the layout but not the bytes.
+("optimizer.<name>"), optionally other tensors of the run ("extra.<name>", e.g. the best
+epoch's parameters) and JSON metadata (step, epoch, seed, config, ...) plus the SHA-256 of the
+parameters and of each extra tensor, checked on load: safetensors validates the layout but not
+the bytes.
 Files are written atomically (temp file in the same directory, fsync, rename), so a crash leaves
 either the old file or the new one, never half of one.
 """
@@ -33,15 +35,33 @@ class CheckpointError(UsageError):
 
 
 def save_checkpoint(
-    path: str | os.PathLike, params: np.ndarray, optimizer: SGD, meta: dict
+    path: str | os.PathLike,
+    params: np.ndarray,
+    optimizer: SGD,
+    meta: dict,
+    extra: dict[str, np.ndarray] | None = None,
 ) -> None:
     tensors = {"params": params}
     tensors.update({f"optimizer.{k}": v for k, v in optimizer.state_arrays().items()})
-    _save(path, tensors, CHECKPOINT_FORMAT, {**meta, "params_sha256": params_sha256(params)})
+    extra = extra or {}
+    tensors.update({f"extra.{k}": v for k, v in extra.items()})
+    sums = {"params_sha256": params_sha256(params)}
+    if extra:
+        sums["extra_sha256"] = {k: params_sha256(v) for k, v in extra.items()}
+    _save(path, tensors, CHECKPOINT_FORMAT, {**meta, **sums})
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
     """Return (params, optimizer state arrays, metadata); CheckpointError on any defect."""
+    params, state, _extra, meta = read_checkpoint(path)
+    return params, state, meta
+
+
+def read_checkpoint(
+    path: str | os.PathLike,
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray], dict]:
+    """Return (params, optimizer state arrays, extra arrays, metadata); CheckpointError on any
+    defect."""
     tensors, meta = _load(path, CHECKPOINT_FORMAT)
     params = tensors.pop("params", None)
     if params is None or params.ndim != 1:
@@ -50,8 +70,17 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, np.n
         raise CheckpointError(
             f"{path}: parameters do not match the SHA-256 recorded in the checkpoint (corrupted)"
         )
-    state = {k.removeprefix("optimizer."): v for k, v in tensors.items()}
-    return params, state, meta
+    extra = {k.removeprefix("extra."): v for k, v in tensors.items() if k.startswith("extra.")}
+    sums = meta.get("extra_sha256") or {}
+    for name, array in extra.items():
+        if not isinstance(sums, dict) or params_sha256(array) != sums.get(name):
+            raise CheckpointError(
+                f"{path}: tensor 'extra.{name}' does not match its recorded SHA-256 (corrupted)"
+            )
+    state = {
+        k.removeprefix("optimizer."): v for k, v in tensors.items() if not k.startswith("extra.")
+    }
+    return params, state, extra, meta
 
 
 def save_weights(path: str | os.PathLike, params: np.ndarray, sizes: Sizes, meta: dict) -> None:

@@ -21,7 +21,15 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from otpnn.config import ACTIVATIONS, ALGORITHMS, BACKENDS, DATASETS, DTYPES, TrainConfig
+from otpnn.config import (
+    ACTIVATIONS,
+    ALGORITHMS,
+    BACKENDS,
+    DATASETS,
+    DTYPES,
+    LR_SCHEDULES,
+    TrainConfig,
+)
 from otpnn.data import load_dataset
 from otpnn.faults import GRAMMAR, Chaos, parse_fault
 from otpnn.logdir import log_job
@@ -50,6 +58,7 @@ from otpnn.training import (
 from otpnn.training.memory import check_memory
 from otpnn.training.options import default_workers
 from otpnn.training.report import blas_kernel
+from otpnn.validation import model_params
 
 EXIT_CODES = (
     "exit codes: 0 success; 1 training failed (the tree gave up); 2 bad usage, config, data or\n"
@@ -66,6 +75,20 @@ def _hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[i
             f"{value!r}: expected comma-separated integers, e.g. 128,64"
         ) from None
     return tuple(int(p) for p in parts)
+
+
+def _val_split(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> float | int | None:
+    """A fraction ("0.1") or a row count ("5000"); the config checks the range."""
+    if value is None:
+        return None
+    try:
+        return int(value) if value.strip().lstrip("+-").isdigit() else float(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: expected a fraction (e.g. 0.1) or a number of rows (e.g. 5000)"
+        ) from None
 
 
 class _Finite(click.FloatRange):
@@ -142,6 +165,57 @@ class _Finite(click.FloatRange):
     default=TrainConfig.warmup_steps,
     show_default=True,
     help="local-sgd: synchronous steps first (post-local SGD).",
+)
+@click.option(
+    "--lr-schedule",
+    type=click.Choice(LR_SCHEDULES),
+    default=TrainConfig.lr_schedule,
+    show_default=True,
+    help="The learning rate of each step: constant (--lr); step (times --lr-gamma every "
+    "--lr-step-epochs epochs); cosine (from --lr down to --lr-min at the end of the run).",
+)
+@click.option(
+    "--lr-step-epochs",
+    type=int,
+    default=TrainConfig.lr_step_epochs,
+    show_default=True,
+    metavar="N",
+    help="step: epochs between decays.",
+)
+@click.option(
+    "--lr-gamma",
+    type=float,
+    default=TrainConfig.lr_gamma,
+    show_default=True,
+    help="step: the factor of each decay.",
+)
+@click.option(
+    "--lr-min",
+    type=float,
+    default=TrainConfig.lr_min,
+    show_default=True,
+    help="cosine: the learning rate at the end of the run.",
+)
+@click.option(
+    "--lr-warmup-steps",
+    type=int,
+    default=TrainConfig.lr_warmup_steps,
+    show_default=True,
+    metavar="N",
+    help="Linear warm-up, any schedule: step t <= N trains at t/N of the schedule's rate.",
+)
+@click.option(
+    "--val-split",
+    callback=_val_split,
+    metavar="FRACTION|ROWS",
+    help="Hold out this fraction (e.g. 0.1) or number of rows of the training set (the same "
+    "rows for a seed), never trained on; its loss and accuracy are measured every epoch.",
+)
+@click.option(
+    "--keep-best",
+    is_flag=True,
+    help="With --val-split: keep the parameters of the epoch with the best validation accuracy "
+    "(ties: the earliest); --save writes those, the report's final.best names the epoch.",
 )
 @click.option(
     "--seed",
@@ -271,7 +345,7 @@ def train(**opts: Any) -> None:
     _write_report(opts, job, final)
     if opts["save_path"]:
         try:
-            save_model(opts["save_path"], result["params"], config, {"final": final})
+            save_model(opts["save_path"], model_params(result), config, {"final": final})
         except OSError as e:  # checked up front, so a disk that filled during the run
             click.echo(f"otpnn: cannot write the model {opts['save_path']}: {e}", err=True)
             sys.exit(1)
@@ -282,6 +356,13 @@ def train(**opts: Any) -> None:
         f"{final['seconds']:.1f} s, params sha256 {final['params_sha256']} "
         f"(BLAS kernel: {blas_kernel()})"
     )
+    if "best" in final:
+        best = final["best"]
+        click.echo(
+            f"best epoch {best['epoch']}: val accuracy {best['val_accuracy']:.4f}, test accuracy "
+            f"{best['test_accuracy']:.4f}, params sha256 {best['params_sha256']}"
+            + (" (saved)" if opts["save_path"] else "")
+        )
     click.echo(f"faults injected: {faults}, restarts: {job.state.restarts}, events: {len(events)}")
     _check_outcome(opts, job, final)
 
@@ -397,7 +478,12 @@ class _Display:
             line = (
                 f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, "
                 f"train acc {row['train_accuracy']:.4f}, test acc {row['test_accuracy']:.4f}, "
-                f"{row['seconds']:.2f} s ({row['samples_per_second']:.0f} samples/s)"
+                + (
+                    f"val loss {row['val_loss']:.4f}, val acc {row['val_accuracy']:.4f}, "
+                    if "val_accuracy" in row
+                    else ""
+                )
+                + f"{row['seconds']:.2f} s ({row['samples_per_second']:.0f} samples/s)"
             )
             (bar.write if bar is not None else click.echo)(line)
 

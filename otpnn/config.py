@@ -20,6 +20,7 @@ ACTIVATIONS = ("relu", "sigmoid")
 DTYPES = ("float32", "float64")
 BACKENDS = ("thread", "process", "ray")
 ALGORITHMS = ("sync", "local-sgd")  # see otpnn.local_sgd
+LR_SCHEDULES = ("constant", "step", "cosine")  # see otpnn.lr_schedule
 INPUT_SIZE = 784
 NUM_CLASSES = 10
 # The default micro-shard: the batch cut into one shard per core, but never below this many rows
@@ -50,6 +51,8 @@ class TrainConfig:
     benchmarks/README.md). `workers` and `backend` change only speed, never the trained parameters,
     except with ``algorithm="local-sgd"``: each worker count is its own algorithm there (the
     number of replicas averaged; `sync_every` and `warmup_steps` see :mod:`otpnn.local_sgd`).
+    The ``lr_*`` fields are the learning-rate schedule (:mod:`otpnn.lr_schedule`); ``val_split``
+    and ``keep_best`` the validation split and best-epoch keeping (:mod:`otpnn.validation`).
     """
 
     dataset: str = "mnist"
@@ -72,6 +75,13 @@ class TrainConfig:
     algorithm: str = "sync"
     sync_every: int = 8  # local-sgd: local steps between averages
     warmup_steps: int = 0  # local-sgd: synchronous steps first
+    lr_schedule: str = "constant"
+    lr_step_epochs: int = 1  # step: epochs between decays
+    lr_gamma: float = 0.1  # step: the factor of each decay
+    lr_min: float = 0.0  # cosine: the lr at the end of the run
+    lr_warmup_steps: int = 0  # any schedule: linear warm-up over the first updates
+    val_split: float | int | None = None  # a fraction in (0, 1) or a row count (scikit-learn's)
+    keep_best: bool = False  # keep the parameters of the best validation accuracy
 
     def __post_init__(self) -> None:
         hidden: object = self.hidden  # a JSON request gives a list
@@ -114,6 +124,36 @@ class TrainConfig:
                 value, default = getattr(self, field), _DEFAULTS[field]
                 if value != default:
                     _fail(field, value, f"{default} (it applies to algorithm 'local-sgd' only)")
+        self._validate_lr_schedule()
+        self._validate_val_split()
+
+    def _validate_lr_schedule(self) -> None:
+        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _int("lr_step_epochs", self.lr_step_epochs, 1)
+        _float("lr_gamma", self.lr_gamma, low=0.0, low_open=True)
+        if self.lr_gamma > 1:
+            _fail("lr_gamma", self.lr_gamma, "a finite number > 0.0 and <= 1.0 (a decay)")
+        _float("lr_min", self.lr_min, low=0.0)
+        if self.lr_min > self.lr:
+            _fail("lr_min", self.lr_min, f"at most lr ({self.lr}): cosine decays from lr to it")
+        _int("lr_warmup_steps", self.lr_warmup_steps, 0)
+        only = {"lr_step_epochs": "step", "lr_gamma": "step", "lr_min": "cosine"}
+        for field, schedule in only.items():
+            value, default = getattr(self, field), _DEFAULTS[field]
+            if self.lr_schedule != schedule and value != default:
+                _fail(field, value, f"{default} (it applies to lr_schedule {schedule!r} only)")
+
+    def _validate_val_split(self) -> None:
+        split: object = self.val_split
+        if split is not None and not (
+            (_is_int(split) and split >= 1)
+            or (isinstance(split, float) and math.isfinite(split) and 0 < split < 1)
+        ):
+            _fail("val_split", split, "a fraction > 0 and < 1 (e.g. 0.1) or a row count >= 1")
+        if not isinstance(self.keep_best, bool):
+            _fail("keep_best", self.keep_best, "true or false")
+        if self.keep_best and split is None:
+            _fail("keep_best", True, "false without val_split (the best epoch is the best on it)")
 
     @property
     def effective_shard_size(self) -> int:
@@ -149,7 +189,10 @@ class TrainConfig:
         return cls(**d)
 
 
-_DEFAULTS = {"sync_every": TrainConfig.sync_every, "warmup_steps": TrainConfig.warmup_steps}
+_DEFAULTS = {
+    f: getattr(TrainConfig, f)
+    for f in ("sync_every", "warmup_steps", "lr_step_epochs", "lr_gamma", "lr_min")
+}
 
 
 def _fail(field: str, value: object, allowed: str) -> None:

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from otpnn.model import Hyper, reduce_in_order, sgd_update, shard_gradient
+from otpnn.lr_schedule import LrSchedule
+from otpnn.model import reduce_in_order, sgd_update, shard_gradient
 from otpnn.schedule import shard_bounds
 
 
@@ -112,7 +113,7 @@ class LocalBuffers:
 
 
 def local_steps(
-    hyper: Hyper,
+    lr_schedule: LrSchedule,
     sizes: tuple[int, ...],
     activation: str,
     shard_size: int,
@@ -124,8 +125,9 @@ def local_steps(
     batches: Sequence[Batch],
     buffers: LocalBuffers,
 ) -> list[tuple[list[float], list[int]]]:
-    """Train the replica (``params``, ``velocity``, updated in place) one SGD step per batch;
-    per batch its shards' (loss sums, correct counts) under the parameters before its step."""
+    """Train the replica (``params``, ``velocity``, updated in place) one SGD step per batch, at
+    the batch's step's rate; per batch its shards' (loss sums, correct counts) under the
+    parameters before its step."""
     out = []
     for batch in batches:
         rows = order[batch.offset : batch.offset + batch.rows]
@@ -140,8 +142,8 @@ def local_steps(
             corrects.append(correct)
         reduce_in_order(buffers.slots[: len(bounds)], buffers.acc)
         sgd_update(
-            hyper, params, velocity, buffers.acc, batch.rows, params_out=params,
-            velocity_out=velocity, scratch=buffers.scratch,
+            lr_schedule.hyper(batch.step), params, velocity, buffers.acc, batch.rows,
+            params_out=params, velocity_out=velocity, scratch=buffers.scratch,
         )  # fmt: skip
         out.append((losses, corrects))
     return out

@@ -4,7 +4,8 @@ In DIR: ``metrics.csv`` (one row per epoch and one per ``every`` steps; appended
 run continues it) and TensorBoard event files written by tensorboardX (``tensorboard --logdir
 DIR``). Scalars: ``step/train_loss`` and ``step/train_accuracy`` (the mean over the last
 ``every`` steps), ``epoch/train_loss``, ``epoch/train_accuracy``, ``epoch/test_loss``,
-``epoch/test_accuracy`` and ``epoch/samples_per_second``, all against the optimisation step.
+``epoch/test_accuracy``, ``epoch/samples_per_second`` and, with a validation split,
+``epoch/val_loss`` and ``epoch/val_accuracy``, all against the optimisation step.
 
 Step metrics are what the coordinator committed: a lockstep run commits its steps when the run
 ends (an epoch, a checkpoint or a fault), so they arrive in bursts, with their own step numbers. A
@@ -28,11 +29,11 @@ if TYPE_CHECKING:
     from otpnn.training.job import TrainingJob
 
 CSV_NAME = "metrics.csv"
-COLUMNS = (
-    "kind", "step", "epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
-    "samples_per_second",
+EPOCH_SCALARS = (
+    "train_loss", "train_accuracy", "test_loss", "test_accuracy", "samples_per_second",
+    "val_loss", "val_accuracy",
 )  # fmt: skip
-EPOCH_SCALARS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "samples_per_second")
+COLUMNS = ("kind", "step", "epoch", *EPOCH_SCALARS)
 
 
 class LogDirError(UsageError):
@@ -98,7 +99,8 @@ class RunLog:
             accuracy = sum(a for _, a in self._window) / n
             self._window.clear()
             epoch = -(-step // self._per_epoch)
-            self._csv.writerow(("step", step, epoch, f"{loss:.6f}", f"{accuracy:.6f}", "", "", ""))
+            blank = ("",) * (len(EPOCH_SCALARS) - 2)
+            self._csv.writerow(("step", step, epoch, f"{loss:.6f}", f"{accuracy:.6f}", *blank))
             self._tb.add_scalar("step/train_loss", loss, step)
             self._tb.add_scalar("step/train_accuracy", accuracy, step)
 
@@ -110,9 +112,8 @@ class RunLog:
             self._last_epoch = row["epoch"]
             step = row["epoch"] * self._per_epoch
             self._csv.writerow(
-                ("epoch", step, row["epoch"], *(_cell(row.get(k)) for k in EPOCH_SCALARS[:4]),
-                 _cell(row.get("samples_per_second")))
-            )  # fmt: skip
+                ("epoch", step, row["epoch"], *(_cell(row.get(k)) for k in EPOCH_SCALARS))
+            )
             for key in EPOCH_SCALARS:
                 if row.get(key) is not None:
                     self._tb.add_scalar(f"epoch/{key}", float(row[key]), step)

@@ -3,7 +3,9 @@
 It is the oracle the actor system must match bit for bit. A step takes the batch's indices from the
 epoch permutation, computes every micro-shard's summed gradient on its own (shard_bounds order),
 adds the shard gradients strictly in shard order (reduce_in_order) and applies the SGD update with
-the mean gradient. BLAS is pinned to one thread, as in the workers.
+the mean gradient, at the rate :mod:`otpnn.lr_schedule` gives the step. A ``val_split`` holds
+rows out first and ``keep_best`` keeps the best epoch, as :mod:`otpnn.validation` says. BLAS is
+pinned to one thread, as in the workers.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from threadpoolctl import threadpool_limits
 
 from otpnn.config import TrainConfig
 from otpnn.data import Dataset
+from otpnn.lr_schedule import LrSchedule
 from otpnn.model import SGD, evaluate, init_params, params_sha256, reduce_in_order, shard_gradient
 from otpnn.schedule import batch_indices, epoch_permutation, shard_bounds, steps_per_epoch
+from otpnn.validation import Best, Holdout, keep_if_best, split_dataset, validate
 
 
 @dataclass
@@ -29,6 +33,7 @@ class ReferenceResult:
     history: list[dict] = field(default_factory=list)
     steps: int = 0
     params_sha256: str = ""
+    best: Best | None = None  # with keep_best
 
 
 class StepBuffers:
@@ -69,17 +74,20 @@ def train_reference(
     cfg: TrainConfig, dataset: Dataset, *, on_epoch: Callable[[dict], None] | None = None
 ) -> ReferenceResult:
     """Train cfg.epochs epochs; history rows carry epoch (from 1), seconds (training loop only),
-    samples_per_second, train_loss/train_accuracy (during the epoch) and test_loss/accuracy.
-    A local-sgd config trains by :mod:`otpnn.reference_local_sgd` (its own loop, same rows)."""
+    samples_per_second, train_loss/train_accuracy (during the epoch), test_loss/accuracy and,
+    with a validation split, val_loss/accuracy. A local-sgd config trains by
+    :mod:`otpnn.reference_local_sgd` (its own loop, same rows)."""
     if cfg.algorithm == "local-sgd":
         from otpnn.reference_local_sgd import train_local_sgd_reference  # it imports this module
 
         return train_local_sgd_reference(cfg, dataset, on_epoch=on_epoch)
+    dataset, holdout = split_dataset(dataset, cfg)
     params = init_params(cfg)
     result = ReferenceResult(params, SGD(cfg.lr, cfg.momentum, cfg.weight_decay))
     buffers = StepBuffers(cfg, params.size)
     images, labels = dataset.train_images, dataset.train_labels
     n = len(labels)
+    lr_schedule = LrSchedule.of(cfg, steps_per_epoch(n, cfg.batch_size))
     with threadpool_limits(1):
         for epoch in range(1, cfg.epochs + 1):
             perm = epoch_permutation(n, cfg.seed, epoch)
@@ -87,6 +95,7 @@ def train_reference(
             start = time.perf_counter()
             for step in range(steps_per_epoch(n, cfg.batch_size)):
                 batch = batch_indices(perm, step, cfg.batch_size)
+                result.optimizer.hyper = lr_schedule.hyper(result.steps + 1)
                 step_loss, step_correct = reference_step(
                     cfg, params, result.optimizer, images, labels, batch, buffers
                 )
@@ -94,9 +103,11 @@ def train_reference(
                 correct += step_correct
                 result.steps += 1
             row = epoch_row(
-                cfg, dataset, params, epoch, time.perf_counter() - start, n, loss, correct
-            )
+                cfg, dataset, holdout, params, epoch, time.perf_counter() - start, n, loss,
+                correct,
+            )  # fmt: skip
             result.history.append(row)
+            result.best = keep_if_best(cfg, result.best, row, params)
             if on_epoch is not None:
                 on_epoch(row)
     result.params_sha256 = params_sha256(params)
@@ -106,6 +117,7 @@ def train_reference(
 def epoch_row(
     cfg: TrainConfig,
     dataset: Dataset,
+    holdout: Holdout | None,
     params: np.ndarray,
     epoch: int,
     seconds: float,
@@ -113,7 +125,8 @@ def epoch_row(
     loss: float,
     correct: int,
 ) -> dict[str, Any]:
-    """An epoch's report row: its training tallies over ``n`` samples, then the test set's."""
+    """An epoch's report row: its training tallies over ``n`` samples, then the test set's
+    and the held-out rows' (if any)."""
     test_loss, test_acc = evaluate(
         params, cfg.layer_sizes, cfg.activation, dataset.test_images, dataset.test_labels
     )
@@ -125,4 +138,5 @@ def epoch_row(
         "train_accuracy": correct / n,
         "test_loss": test_loss,
         "test_accuracy": test_acc,
+        **validate(cfg, params, holdout),
     }

@@ -16,9 +16,11 @@ from threadpoolctl import threadpool_limits
 from otpnn.config import TrainConfig
 from otpnn.data import Dataset
 from otpnn.local_sgd import Batch, LocalBuffers, RoundSchedule, average_into, local_steps
+from otpnn.lr_schedule import LrSchedule
 from otpnn.model import SGD, init_params, params_sha256
 from otpnn.reference import ReferenceResult, epoch_row
 from otpnn.schedule import Batches, epoch_permutation, shard_bounds, steps_per_epoch
+from otpnn.validation import keep_if_best, split_dataset
 
 
 def schedule_of(cfg: TrainConfig, per_epoch: int) -> RoundSchedule:
@@ -31,11 +33,13 @@ def train_local_sgd_reference(
 ) -> ReferenceResult:
     """Train cfg.epochs epochs of local SGD; history rows as :func:`otpnn.reference.
     train_reference`'s (train loss and accuracy from each replica's pre-update parameters)."""
+    dataset, holdout = split_dataset(dataset, cfg)
     images, labels = dataset.train_images, dataset.train_labels
     n = len(labels)
     per_epoch = steps_per_epoch(n, cfg.batch_size)
     batches = Batches(n, cfg.batch_size, cfg.effective_shard_size, per_epoch)
     schedule = schedule_of(cfg, per_epoch)
+    lr_schedule = LrSchedule.of(cfg, per_epoch)
     params = init_params(cfg)
     optimizer = SGD(cfg.lr, cfg.momentum, cfg.weight_decay)
     velocity = np.zeros_like(params)
@@ -55,7 +59,7 @@ def train_local_sgd_reference(
                     replica[0], replica[1] = params, velocity
                     work = [Batch(s, *_rows(batches, s)) for s in share]
                     for losses, corrects in local_steps(
-                        optimizer.hyper, cfg.layer_sizes, cfg.activation,
+                        lr_schedule, cfg.layer_sizes, cfg.activation,
                         cfg.effective_shard_size, replica[0], replica[1], images, labels, order,
                         work, buffers,
                     ):  # fmt: skip
@@ -66,9 +70,11 @@ def train_local_sgd_reference(
                 average_into(active[:, 1], velocity)
                 result.steps += len(rnd.steps)
             row = epoch_row(
-                cfg, dataset, params, epoch, time.perf_counter() - start, n, loss, correct
-            )
+                cfg, dataset, holdout, params, epoch, time.perf_counter() - start, n, loss,
+                correct,
+            )  # fmt: skip
             result.history.append(row)
+            result.best = keep_if_best(cfg, result.best, row, params)
             if on_epoch is not None:
                 on_epoch(row)
     if cfg.momentum:

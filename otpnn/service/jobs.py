@@ -353,7 +353,8 @@ class JobManager:
         record.update(state=outcome.state, finished=time.time(), error=error)
         if outcome.final is not None:
             final = outcome.final
-            record["final"] = {k: final[k] for k in ("params_sha256", "test_accuracy", "steps")}
+            keys = ("params_sha256", "test_accuracy", "steps", "best")  # best: with keep_best
+            record["final"] = {k: final[k] for k in keys if k in final}
         self._save(record)
         failed = outcome.state == "failed"
         (log.warning if failed else log.info)(

@@ -42,6 +42,7 @@ from otpnn.training import (
     job_report,
     write_report,
 )
+from otpnn.validation import model_params
 
 DATASET_CACHE = 4
 
@@ -155,7 +156,8 @@ def run(
     meta = {"job": job_id, "config": job.config.to_dict(), "test_accuracy": final["test_accuracy"]}
     with store.writing():
         with _failing_as("saving the model"):
-            save_weights(store.model_path(job_id), result["params"], job.config.layer_sizes, meta)
+            params = model_params(result)  # the best epoch's, with keep_best
+            save_weights(store.model_path(job_id), params, job.config.layer_sizes, meta)
         with _failing_as("writing the report"):
             write_report(store.report_path(job_id), job_report(job, final))
     unfired = job.state.unfired_faults()

@@ -73,6 +73,33 @@ class JobRequest(BaseModel):
     warmup_steps: Annotated[int, Field(ge=0, le=100_000_000)] = Field(
         0, description="local-sgd: synchronous steps first (post-local SGD)."
     )
+    lr_schedule: Literal["constant", "step", "cosine"] = Field(
+        "constant", description="The learning rate of each step (see README: --lr-schedule)."
+    )
+    lr_step_epochs: Annotated[int, Field(ge=1, le=1000)] = Field(
+        1, description="step: epochs between decays."
+    )
+    lr_gamma: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = Field(
+        0.1, description="step: the factor of each decay."
+    )
+    lr_min: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] = Field(
+        0.0, description="cosine: the rate at the end of the run (at most lr)."
+    )
+    lr_warmup_steps: Annotated[int, Field(ge=0, le=100_000_000)] = Field(
+        0, description="Linear warm-up: step t <= N trains at t/N of the schedule's rate."
+    )
+    val_split: (
+        Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+        | Annotated[int, Field(ge=1, le=100_000)]
+        | None
+    ) = Field(
+        None,
+        description="Hold out this fraction (e.g. 0.1) or this many rows of the training set, "
+        "evaluated after every epoch (val_loss, val_accuracy), never trained on.",
+    )
+    keep_best: bool = Field(
+        False, description="With val_split: the saved model is the best validation epoch's."
+    )
     faults: Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=32)] = Field(
         [], description="Fault specs KIND:TARGET@WHEN, as --fault; for the first run only."
     )

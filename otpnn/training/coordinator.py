@@ -9,9 +9,11 @@ where a stretch ends and counts what it finished:
 - a stretch runs from the next step to the next stop point: the epoch's end, a checkpoint, or
   a planned fault of the coordinator, the pool or the loader (acted out before its step),
   moved on to the driver's next boundary (local SGD's state is whole at averages only);
-- a committed step is counted once into the epoch's tally; at the epoch's end the test set is
-  evaluated and the epoch's row recorded; at epoch ends and checkpoints a snapshot is kept in
-  :class:`JobState` (and persisted by the job), from which a restarted coordinator resumes;
+- a committed step is counted once into the epoch's tally; at the epoch's end the test set (and
+  the validation split's held-out rows) is evaluated, the epoch's row recorded and, with
+  ``keep_best``, the best epoch's parameters kept (:mod:`otpnn.validation`); at epoch ends
+  and checkpoints a snapshot is kept in :class:`JobState` (and persisted by the job), from
+  which a restarted coordinator resumes;
 - work a failure lost is redone (by the driver), and the step that redid it is reported as the
   recovery.
 
@@ -34,12 +36,14 @@ import structlog
 
 from otpnn.config import TrainConfig
 from otpnn.faults import Fault, FaultTarget, InjectedCrash
+from otpnn.lr_schedule import LrSchedule
 from otpnn.model import Hyper, evaluate, init_params
 from otpnn.schedule import Batches, steps_per_epoch
 from otpnn.training.drivers import driver_class
 from otpnn.training.drivers.base import Interrupted, Workers
 from otpnn.training.fault_planner import FaultPlanner, Planned
 from otpnn.training.state import EpochTally, Event, JobState, Snapshot
+from otpnn.validation import Holdout, keep_if_best, validate
 from supervision import Actor, Crash
 from supervision.refs import ActorHandle
 
@@ -62,6 +66,7 @@ class CoordinatorContext:
     pool: Callable[[], ActorHandle]
     step_timeout: float
     on_snapshot: Callable[[Snapshot, bool], None]  # (snapshot, epoch_end): persist it
+    holdout: Holdout | None = None  # the validation split's rows, evaluated every epoch
 
 
 class _Advance:
@@ -82,6 +87,7 @@ class Coordinator(FaultTarget, Actor):
         self.config, self.state, self.step_timeout = cfg, ctx.state, ctx.step_timeout
         self.hyper = Hyper(cfg.lr, cfg.momentum, cfg.weight_decay)
         per_epoch = steps_per_epoch(ctx.n_train, cfg.batch_size)
+        self.lr_schedule = LrSchedule.of(cfg, per_epoch)
         self.batches = Batches(ctx.n_train, cfg.batch_size, cfg.effective_shard_size, per_epoch)
         self.total_steps = per_epoch * cfg.epochs
         self.planner = FaultPlanner(ctx.state.faults, ctx.state.chaos, self.batches)
@@ -97,6 +103,7 @@ class Coordinator(FaultTarget, Actor):
         self._step = snap.step
         self._history = snap.history
         self._tally = snap.tally
+        self._best = snap.best
         self._driver.start(self._step, snap.params, snap.optimizer.get("velocity"))
         self._snapshot_step = self._step
         self._open_in_loader = 0  # the epoch whose permutation the loader holds, as far as we know
@@ -269,6 +276,8 @@ class Coordinator(FaultTarget, Actor):
             self._ctx.test_labels,
         )  # fmt: skip
         row = self._tally.row(epoch, test_loss, test_acc)
+        row.update(validate(cfg, self.params, self._ctx.holdout))
+        self._best = keep_if_best(cfg, self._best, row, self.params)
         self._history.append(row)
         self._log.info("epoch_done", **row)
         return row
@@ -281,7 +290,7 @@ class Coordinator(FaultTarget, Actor):
         optimizer = {"velocity": velocity.copy()} if self.hyper.momentum and self._step else {}
         snap = Snapshot(
             self._step, params.copy(), optimizer, list(self._history),
-            dataclasses.replace(self._tally),
+            dataclasses.replace(self._tally), self._best,
         )  # fmt: skip
         self._snapshot_step = self._step
         self.state.save_snapshot(snap)
@@ -289,7 +298,7 @@ class Coordinator(FaultTarget, Actor):
 
     def _finish(self) -> None:
         params = self.params.copy()
-        self.state.finish({"params": params, "history": list(self._history)})
+        self.state.finish({"params": params, "history": list(self._history), "best": self._best})
         self.actor_ref.stop(block=False)
 
     # -- faults and events --------------------------------------------------------------------

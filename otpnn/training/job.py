@@ -45,6 +45,7 @@ from otpnn.training.resume_point import (
 )
 from otpnn.training.state import Event, JobState, Progress, Snapshot
 from otpnn.training.worker import Worker
+from otpnn.validation import split_dataset
 from supervision import Actor, ChildSpec, Registry, Supervisor, spawn
 from supervision.process import ensure_forkserver
 from supervision.reasons import Reason, describe
@@ -97,7 +98,9 @@ class TrainingJob:
         self.name = name
         self._log = log.bind(job=name)  # every line says which job (a service runs several)
         self.config = config
-        self.dataset = dataset
+        # What it trains on: without the validation split's held-out rows (ConfigError if the
+        # split leaves none); those are evaluated every epoch.
+        self.dataset, self.holdout = split_dataset(dataset, config)
         self.options = options or JobOptions()
         plan = resolve(config, self.options)  # OptionsError before anything starts
         self.workers = plan.workers
@@ -260,6 +263,7 @@ class TrainingJob:
             pool=partial(self._whereis, "pool"),
             step_timeout=self.options.step_timeout,
             on_snapshot=self._persist,
+            holdout=self.holdout,
         )
         return self._started("coordinator", spawn(Coordinator, ctx))
 

@@ -22,7 +22,7 @@ import ray
 from ray import ObjectRef
 
 from otpnn.local_sgd import Batch
-from otpnn.model import Hyper
+from otpnn.lr_schedule import LrSchedule
 from otpnn.training.drivers.base import Host
 from otpnn.training.drivers.local_sgd_task import ShareResult, train_share
 from otpnn.training.ray_backend import EpochOrder, RayTask, RayWorker
@@ -37,7 +37,7 @@ class RayTrainShare(RayTask):
 
     epoch: int
     rank: int
-    hyper: Hyper
+    lr_schedule: LrSchedule
     shard_size: int
     start: ObjectRef
     order: EpochOrder
@@ -50,7 +50,7 @@ class RayTrainShare(RayTask):
         if self.order.epoch != self.epoch:
             raise StalePermutation(f"permutation is for epoch {self.order.epoch}, not {self.epoch}")
         return train_share(
-            self.hyper, worker.sizes, worker.activation, self.shard_size,
+            self.lr_schedule, worker.sizes, worker.activation, self.shard_size,
             worker.fetch("local-sgd.start", self.start), worker.images, worker.labels,
             worker.fetch("order", self.order.perm), self.batches,
         )  # fmt: skip
@@ -78,7 +78,7 @@ class RayShares:
         assert self._order is not None, "an epoch is opened before its first round"
         cfg = self._host.config
         return RayTrainShare(
-            epoch, rank, self._host.hyper, cfg.effective_shard_size, self._start_ref,
+            epoch, rank, self._host.lr_schedule, cfg.effective_shard_size, self._start_ref,
             self._order, batches, fault,
         )  # fmt: skip
 

@@ -110,14 +110,20 @@ def job_report(job: TrainingJob, final: dict[str, Any] | None) -> dict[str, Any]
 
 
 def final_summary(job: TrainingJob, result: dict[str, Any]) -> dict[str, Any]:
-    """The report's ``final`` for a job that succeeded with ``result``."""
+    """The report's ``final`` for a job that succeeded with ``result``; with ``keep_best``,
+    ``best`` names the kept epoch (its validation and test accuracy, its checksum)."""
     history = result["history"]
-    return {
+    final = {
         "test_accuracy": history[-1]["test_accuracy"] if history else None,
         "params_sha256": params_sha256(result["params"]),
         "steps": job.state.progress.step,
         "seconds": time.perf_counter() - job.started_at,
     }
+    best = result.get("best")
+    if best is not None:
+        test_accuracy = history[best.epoch - 1]["test_accuracy"]
+        final["best"] = {**best.summary(), "test_accuracy": test_accuracy}
+    return final
 
 
 def write_report(path: str | os.PathLike, report: dict[str, Any]) -> None:

@@ -5,13 +5,16 @@ A checkpoint is input like any other: its bytes are verified by :mod:`otpnn.chec
 here its meaning is. Rules:
 
 - The config must be the job's, except the fields in ``RESUMABLE_FIELDS`` (they change speed or
-  length, never the arithmetic; with local SGD the worker count does: it must be the same). A
-  field the checkpoint predates counts as its default.
+  length, never the arithmetic; with local SGD the worker count does: it must be the same; with
+  the cosine learning-rate schedule the number of epochs does: it spans the run). A field the
+  checkpoint predates counts as its default.
 - ``step`` is an integer from 0 to the job's last step. A checkpoint past the job's end was made
   by a longer run: resuming it with fewer epochs is refused, naming how many it needs. A
   checkpoint exactly at the end is a finished run: the job completes at once with its result.
 - The history holds one row per finished epoch, and the parameters and optimizer state have the
-  network's size; the epoch tallies are finite numbers. Anything else names the field.
+  network's size; the epoch tallies are finite numbers. With ``keep_best``, the best epoch so
+  far (``best`` in the metadata, its parameters in the tensor ``extra.best_params``) is one of
+  the finished epochs. Anything else names the field.
 """
 
 from __future__ import annotations
@@ -22,13 +25,14 @@ from typing import Any, TypeGuard
 
 import numpy as np
 
-from otpnn.checkpoint import load_checkpoint, save_checkpoint
+from otpnn.checkpoint import read_checkpoint, save_checkpoint
 from otpnn.config import TrainConfig
 from otpnn.errors import UsageError
 from otpnn.model import SGD, num_params
 from otpnn.reference_local_sgd import schedule_of
 from otpnn.schedule import steps_per_epoch
 from otpnn.training.state import EpochTally, Snapshot
+from otpnn.validation import Best
 
 CHECKPOINT_FILE = "checkpoint.safetensors"  # in a job's checkpoint directory
 # Fields that change speed or length, never the arithmetic: a run may resume with other values.
@@ -45,13 +49,15 @@ def read_resume_point(path: Path, config: TrainConfig, n_train: int) -> Snapshot
     """The snapshot to resume ``config`` from, read from the checkpoint at ``path``."""
     if not path.exists():
         raise ResumeError(f"no checkpoint to resume from at {path}")
-    params, optimizer, meta = load_checkpoint(path)
+    params, optimizer, extra, meta = read_checkpoint(path)
     saved = meta.get("config")
     if not isinstance(saved, dict):
         raise ResumeError(f"{path}: its metadata has no config")
     now = arithmetic_config(config)
     defaults = TrainConfig().to_dict()  # a field added since the checkpoint: its default
     resumable = RESUMABLE_FIELDS if config.algorithm == "sync" else LOCAL_SGD_RESUMABLE
+    if config.lr_schedule == "cosine":  # its rate at every step depends on the run's length
+        resumable = tuple(f for f in resumable if f != "epochs")
     different = sorted(k for k in now if k not in resumable and saved.get(k, defaults[k]) != now[k])
     if different:
         diffs = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now[k]!r}" for k in different)
@@ -86,7 +92,11 @@ def read_resume_point(path: Path, config: TrainConfig, n_train: int) -> Snapshot
             f"{step // per_epoch} finished epochs"
         )
     expected = num_params(config.layer_sizes)
-    arrays = {"params": params, **{f"optimizer.{k}": v for k, v in optimizer.items()}}
+    arrays = {
+        "params": params,
+        **{f"optimizer.{k}": v for k, v in optimizer.items()},
+        **{f"extra.{k}": v for k, v in extra.items()},
+    }
     for name, array in arrays.items():
         if array.shape != (expected,) or array.dtype != np.dtype(config.dtype):
             raise ResumeError(
@@ -107,7 +117,33 @@ def read_resume_point(path: Path, config: TrainConfig, n_train: int) -> Snapshot
         samples=int(tallies["epoch_samples"]),
         seconds=float(tallies["epoch_seconds"]),
     )
-    return Snapshot(step=step, params=params, optimizer=optimizer, history=history, tally=tally)
+    best = _best(path, config, meta, extra, history)
+    return Snapshot(step, params, optimizer, history, tally, best)
+
+
+def _best(
+    path: Path,
+    config: TrainConfig,
+    meta: dict[str, Any],
+    extra: dict[str, np.ndarray],
+    history: list[dict[str, Any]],
+) -> Best | None:
+    """The best epoch so far recorded in a checkpoint of a ``keep_best`` run (None before the
+    first epoch's end)."""
+    if not config.keep_best or not history:
+        return None
+    best = meta.get("best")
+    epoch = best.get("epoch") if isinstance(best, dict) else None
+    if "best_params" not in extra or not _is_int(epoch) or not 1 <= epoch <= len(history):
+        raise ResumeError(
+            f"{path}: no best epoch (metadata 'best' and tensor 'extra.best_params') among its "
+            f"{len(history)} finished epochs, which a keep_best run records"
+        )
+    row = history[epoch - 1]
+    accuracy = row.get("val_accuracy")
+    if not isinstance(accuracy, float):
+        raise ResumeError(f"{path}: epoch {epoch}, its best, has no val_accuracy in its history")
+    return Best(epoch, accuracy, extra["best_params"])
 
 
 def arithmetic_config(config: TrainConfig) -> dict[str, Any]:
@@ -133,7 +169,11 @@ def write_snapshot(path: Path, config: TrainConfig, snap: Snapshot, *, epoch_end
         "epoch_samples": tally.samples,
         "epoch_seconds": tally.seconds,
     }
-    save_checkpoint(path, snap.params, optimizer, meta)
+    extra = {}
+    if snap.best is not None:
+        meta["best"] = {"epoch": snap.best.epoch, "val_accuracy": snap.best.val_accuracy}
+        extra["best_params"] = snap.best.params
+    save_checkpoint(path, snap.params, optimizer, meta, extra)
 
 
 def _is_int(value: object) -> TypeGuard[int]:

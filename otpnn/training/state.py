@@ -19,6 +19,7 @@ import numpy as np
 
 from otpnn.faults import Chaos, Fault
 from otpnn.training.fault_planner import FaultBook
+from otpnn.validation import Best
 
 
 @dataclass
@@ -66,6 +67,7 @@ class Snapshot:
     optimizer: dict[str, np.ndarray]
     history: list[dict[str, Any]]
     tally: EpochTally = field(default_factory=EpochTally)  # of the epoch ``step`` is in
+    best: Best | None = None  # with keep_best: the best epoch up to ``step``
 
 
 @dataclass

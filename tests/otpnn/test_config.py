@@ -77,3 +77,44 @@ def test_hidden_list_becomes_tuple_and_config_is_frozen():
     assert cfg.hidden == (8, 4)
     with pytest.raises(AttributeError):
         cfg.lr = 1.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "value", "allowed"),
+    [
+        ({"lr_schedule": "linear"}, "lr_schedule", "linear", "'constant', 'step', 'cosine'"),
+        ({"lr_schedule": "step", "lr_step_epochs": 0}, "lr_step_epochs", 0, "integer >= 1"),
+        ({"lr_schedule": "step", "lr_gamma": 0.0}, "lr_gamma", 0.0, "> 0.0"),
+        ({"lr_schedule": "step", "lr_gamma": 1.5}, "lr_gamma", 1.5, "<= 1.0 (a decay)"),
+        ({"lr_schedule": "step", "lr_gamma": float("nan")}, "lr_gamma", float("nan"), "finite"),
+        ({"lr_schedule": "cosine", "lr_min": -0.1}, "lr_min", -0.1, ">= 0.0"),
+        ({"lr_schedule": "cosine", "lr_min": 0.5}, "lr_min", 0.5, "at most lr (0.2)"),
+        ({"lr_warmup_steps": -1}, "lr_warmup_steps", -1, "integer >= 0"),
+        ({"lr_gamma": 0.5}, "lr_gamma", 0.5, "applies to lr_schedule 'step' only"),
+        ({"lr_step_epochs": 3}, "lr_step_epochs", 3, "applies to lr_schedule 'step' only"),
+        ({"lr_schedule": "step", "lr_min": 0.1}, "lr_min", 0.1, "lr_schedule 'cosine' only"),
+        ({"val_split": 0}, "val_split", 0, "a fraction > 0 and < 1"),
+        ({"val_split": 0.0}, "val_split", 0.0, "or a row count >= 1"),
+        ({"val_split": 1.0}, "val_split", 1.0, "a fraction > 0 and < 1"),
+        ({"val_split": -0.1}, "val_split", -0.1, "a fraction > 0 and < 1"),
+        ({"val_split": -5}, "val_split", -5, "a fraction > 0 and < 1"),
+        ({"val_split": float("nan")}, "val_split", float("nan"), "a fraction > 0 and < 1"),
+        ({"val_split": "0.1"}, "val_split", "0.1", "a fraction > 0 and < 1"),
+        ({"keep_best": True}, "keep_best", True, "false without val_split"),
+        ({"val_split": 0.1, "keep_best": 1}, "keep_best", 1, "true or false"),
+    ],
+)
+def test_schedule_and_split_values_get_one_clear_message(fields, field, value, allowed):
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(**fields)
+    msg = str(err.value)
+    assert msg.startswith(f"invalid {field}={value!r}")
+    assert allowed in msg
+
+
+def test_schedule_and_split_fields_round_trip_through_json():
+    cfg = TrainConfig(
+        lr_schedule="cosine", lr_min=0.01, lr_warmup_steps=10, val_split=500, keep_best=True
+    )
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert TrainConfig.from_dict({"val_split": 0.25}).val_split == 0.25

@@ -31,7 +31,7 @@ import numpy as np
 import pykka
 
 from otpnn.config import TrainConfig
-from otpnn.model import Hyper
+from otpnn.lr_schedule import LrSchedule
 from otpnn.schedule import Batches
 from otpnn.training.fault_planner import FaultPlanner, Planned
 from supervision.reasons import KILLED, ExitedWithCode, KilledBySignal
@@ -94,7 +94,7 @@ class Host(Protocol):
 
     config: TrainConfig
     batches: Batches  # how steps map to samples and micro-shards
-    hyper: Hyper
+    lr_schedule: LrSchedule  # the hyperparameters of each step
     planner: FaultPlanner  # which faults the workers act out, and where
     step_timeout: float  # seconds a worker may take for its part of a step
 

@@ -99,7 +99,7 @@ class SharedMemoryShares:
     ) -> TrainShare:
         cfg = self._host.config
         return TrainShare(
-            epoch, rank, self._host.hyper, cfg.effective_shard_size, self._start.descriptor(),
+            epoch, rank, self._host.lr_schedule, cfg.effective_shard_size, self._start.descriptor(),
             self._replicas.descriptor(), batches, fault,
         )  # fmt: skip
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from otpnn.local_sgd import Batch, LocalBuffers, local_steps
-from otpnn.model import Hyper
+from otpnn.lr_schedule import LrSchedule
 from otpnn.training.drivers.task import WorkerSide, WorkerTask
 from supervision.shm import ArrayDescriptor
 
@@ -35,7 +35,7 @@ class TrainShare(WorkerTask):
 
     epoch: int
     rank: int
-    hyper: Hyper
+    lr_schedule: LrSchedule
     shard_size: int
     start: ArrayDescriptor
     replicas: ArrayDescriptor
@@ -47,7 +47,7 @@ class TrainShare(WorkerTask):
             worker.inject(self.fault)
         start = worker.attach("local-sgd.start", self.start)
         params, velocity, results = train_share(
-            self.hyper, worker.sizes, worker.activation, self.shard_size, start,
+            self.lr_schedule, worker.sizes, worker.activation, self.shard_size, start,
             worker.images, worker.labels, worker.order(self.epoch), self.batches,
         )  # fmt: skip
         if worker.killed.is_set():
@@ -58,7 +58,7 @@ class TrainShare(WorkerTask):
 
 
 def train_share(
-    hyper: Hyper,
+    lr_schedule: LrSchedule,
     sizes: tuple[int, ...],
     activation: str,
     shard_size: int,
@@ -75,7 +75,7 @@ def train_share(
     n_shards = -(-max(b.rows for b in batches) // shard_size)
     buffers = LocalBuffers(n_shards, params.size, params.dtype)
     results = local_steps(
-        hyper, sizes, activation, shard_size, params, velocity, images, labels, order, batches,
-        buffers,
+        lr_schedule, sizes, activation, shard_size, params, velocity, images, labels, order,
+        batches, buffers,
     )  # fmt: skip
     return params, velocity, tuple((tuple(losses), tuple(c)) for losses, c in results)

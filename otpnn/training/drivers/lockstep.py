@@ -133,7 +133,7 @@ class LockstepDriver(Driver):
         for rank, (index, worker) in enumerate(workers):
             msg = RunSteps(
                 self._run_id, rank, len(workers), first, last, epoch, segments, host.batches,
-                host.hyper, tuple((p.step, p.action) for p in plans[rank]),
+                host.lr_schedule, tuple((p.step, p.action) for p in plans[rank]),
             )  # fmt: skip
             pending[rank] = (index, worker, send(worker, msg))
         run = _Run(self._run_id, first, epoch, workers, plans, pending)

@@ -46,7 +46,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from otpnn.model import UPDATE_CHUNK, Hyper, layer_views, layers_gradient, reduce_and_update
+from otpnn.lr_schedule import LrSchedule
+from otpnn.model import UPDATE_CHUNK, layer_views, layers_gradient, reduce_and_update
 from otpnn.schedule import Batches
 from otpnn.training.drivers.task import WorkerSide, WorkerTask
 from otpnn.training.fault_planner import split
@@ -121,7 +122,7 @@ class RunSteps(WorkerTask):
     epoch: int
     segments: LockstepSegments
     batches: Batches
-    hyper: Hyper
+    lr_schedule: LrSchedule
     faults: tuple[tuple[int, str], ...] = ()
 
     def perform(self, worker: WorkerSide) -> int | None:
@@ -225,7 +226,7 @@ class Rank:
         src, dst = (t - 1) % 2, t % 2
         self._check()
         reduce_and_update(
-            self.msg.hyper,
+            self.msg.lr_schedule.hyper(t),
             a.grads[: len(bounds), lo:hi],
             a.params[src, lo:hi],
             a.velocity[src, lo:hi],

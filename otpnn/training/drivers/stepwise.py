@@ -203,7 +203,7 @@ class StepwiseDriver(Driver):
         reduce_in_order([grads[s.index] for s in shards], self._acc)
         src, dst = (t - 1) % 2, t % 2
         sgd_update(
-            host.hyper,
+            host.lr_schedule.hyper(t),
             a.params.array[src],
             a.velocity.array[src],
             self._acc,

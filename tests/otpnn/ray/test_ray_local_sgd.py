@@ -29,3 +29,14 @@ def test_a_ray_worker_killed_mid_round_redoes_its_share() -> None:
     assert job.state.restarts_by_actor() == {"worker-1": 1}
     lost = [(e.actor, e.step) for e in job.state.events() if e.kind == "worker_crash"]
     assert lost == [("worker-1", 8)]
+
+
+def test_a_learning_rate_schedule_on_ray_gives_the_reference_bits() -> None:
+    """Sync SGD (the coordinator updates) and local SGD (the Ray workers do) both take each
+    step's rate from the schedule."""
+    cosine = {"lr_schedule": "cosine", "lr_min": 0.02, "lr_warmup_steps": 5}
+    sha, _ = helpers.run_job(helpers.config(workers=2, backend="ray", **cosine))
+    assert sha == helpers.reference_sha(**cosine)
+    sha, _ = helpers.run_job(helpers.config(workers=2, backend="ray", **LOCAL, **cosine))
+    assert sha == helpers.reference_sha(workers=2, **LOCAL, **cosine)
+    assert sha != helpers.reference_sha(workers=2, **LOCAL)

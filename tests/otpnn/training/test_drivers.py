@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from training_support import config, dataset, reference_sha
 
-from otpnn.model import Hyper, init_params, params_sha256
+from otpnn.lr_schedule import LrSchedule
+from otpnn.model import init_params, params_sha256
 from otpnn.schedule import Batches, steps_per_epoch
 from otpnn.training import blas
 from otpnn.training.drivers import DRIVERS
@@ -32,7 +33,7 @@ class FakeHost:
         self.config = CFG
         self.batches = Batches(n, CFG.batch_size, CFG.effective_shard_size,
                                steps_per_epoch(n, CFG.batch_size))  # fmt: skip
-        self.hyper = Hyper(CFG.lr, CFG.momentum, CFG.weight_decay)
+        self.lr_schedule = LrSchedule.of(CFG, self.batches.steps_per_epoch)
         self.planner = FaultPlanner(FaultBook(), None, self.batches)
         self.step_timeout = 10.0
         self.committed: list[int] = []

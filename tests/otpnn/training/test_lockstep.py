@@ -16,7 +16,8 @@ import pytest
 from threadpoolctl import threadpool_limits
 from training_support import config, dataset
 
-from otpnn.model import SGD, Hyper, init_params, num_params
+from otpnn.lr_schedule import LrSchedule
+from otpnn.model import SGD, init_params, num_params
 from otpnn.reference import StepBuffers, reference_step
 from otpnn.schedule import (
     Batches,
@@ -72,10 +73,10 @@ class Arrays:
         batches = Batches(len(dataset().train_labels), CFG.batch_size, CFG.effective_shard_size,
                           STEPS)  # fmt: skip
         replies: list[int | None] = [None] * ranks
-        hyper = Hyper(CFG.lr, CFG.momentum, CFG.weight_decay)
+        lr_schedule = LrSchedule.of(CFG, STEPS)
 
         def one(rank: int) -> None:
-            msg = RunSteps(run, rank, ranks, first, last, 1, None, batches, hyper,  # type: ignore[arg-type]
+            msg = RunSteps(run, rank, ranks, first, last, 1, None, batches, lr_schedule,  # type: ignore[arg-type]
                            (faults or {}).get(rank, ()))  # fmt: skip
             rank_act = (lambda action: act_out(rank, action)) if act_out else (lambda _: None)
             replies[rank] = Rank(
