@@ -8,6 +8,7 @@ from otpnn.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_weights,
+    read_checkpoint,
     save_checkpoint,
     save_weights,
 )
@@ -34,6 +35,26 @@ def test_checkpoint_round_trip(tmp_path: Path):
     assert {k: meta2[k] for k in meta} == meta
     assert meta2["params_sha256"] == params_sha256(params)
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.safetensors"]  # no temp file left
+
+
+def test_extra_tensors_round_trip_apart_from_the_optimizer_and_are_checked(tmp_path: Path):
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    params, opt = _trained()
+    path = tmp_path / "ckpt.safetensors"
+    save_checkpoint(path, params, opt, {"step": 3}, {"best_params": params * 2})
+    _params, state, extra, _meta = read_checkpoint(path)
+    assert set(state) == {"velocity"}
+    assert params_sha256(extra["best_params"]) == params_sha256(params * 2)
+    assert set(load_checkpoint(path)[1]) == {"velocity"}  # the 3-tuple loader drops extras
+    with safe_open(path, "np") as f:
+        header = f.metadata()
+    tensors = load_file(path)
+    tensors["extra.best_params"][0] += 1  # a flipped value the layout check cannot see
+    save_file(tensors, path, metadata=header)
+    with pytest.raises(CheckpointError, match=r"'extra\.best_params' does not match its recorded"):
+        read_checkpoint(path)
 
 
 def test_loading_never_unpickles(tmp_path: Path):
