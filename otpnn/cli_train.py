@@ -245,7 +245,8 @@ class _Finite(click.FloatRange):
     "--save",
     "save_path",
     type=click.Path(dir_okay=False),
-    help="Save the trained model here (safetensors: weights and config; see otpnn predict).",
+    help="Save the trained model here (safetensors: weights and config; see otpnn predict); "
+    "with --keep-best, the best validation epoch's.",
 )
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False))
 @click.option(
