@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validat
 
 from otpnn.config import ConfigError, TrainConfig
 from otpnn.data.mnist import FILES as MNIST_FILES
-from otpnn.training.memory import check_memory
+from otpnn.training.memory import check_memory, dataset_sizes
+from otpnn.validation import held_out_count
 
 MAX_PARAMETERS = 4_000_000
 # Validation context of a request read back from a job record (see JobRequest._model_fits).
@@ -127,6 +128,8 @@ class JobRequest(BaseModel):
         except ConfigError:
             return self  # named when the job is built from this request
         check_memory(config)  # JobTooLarge is a ValueError: a 422 saying what it would need
+        if config.val_split is not None:  # ConfigError if it leaves no row to train on: a 422
+            held_out_count(config.val_split, dataset_sizes(config)[0])
         return self
 
 

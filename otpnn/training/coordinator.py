@@ -37,7 +37,7 @@ import structlog
 from otpnn.config import TrainConfig
 from otpnn.faults import Fault, FaultTarget, InjectedCrash
 from otpnn.lr_schedule import LrSchedule
-from otpnn.model import Hyper, evaluate, init_params
+from otpnn.model import evaluate, init_params
 from otpnn.schedule import Batches, steps_per_epoch
 from otpnn.training.drivers import driver_class
 from otpnn.training.drivers.base import Interrupted, Workers
@@ -85,7 +85,6 @@ class Coordinator(FaultTarget, Actor):
         cfg = ctx.config
         # What drivers read (see drivers.base.Host).
         self.config, self.state, self.step_timeout = cfg, ctx.state, ctx.step_timeout
-        self.hyper = Hyper(cfg.lr, cfg.momentum, cfg.weight_decay)
         per_epoch = steps_per_epoch(ctx.n_train, cfg.batch_size)
         self.lr_schedule = LrSchedule.of(cfg, per_epoch)
         self.batches = Batches(ctx.n_train, cfg.batch_size, cfg.effective_shard_size, per_epoch)
@@ -287,7 +286,7 @@ class Coordinator(FaultTarget, Actor):
             return
         params, velocity = self._driver.state(self._step)
         # What the serial SGD would checkpoint: the momentum buffer once a step made it.
-        optimizer = {"velocity": velocity.copy()} if self.hyper.momentum and self._step else {}
+        optimizer = {"velocity": velocity.copy()} if self.config.momentum and self._step else {}
         snap = Snapshot(
             self._step, params.copy(), optimizer, list(self._history),
             dataclasses.replace(self._tally), self._best,

@@ -46,6 +46,7 @@ def test_bad_knobs_are_a_422(service, job_config) -> None:
         ({"keep_best": True}, "expected false without val_split"),
         ({"lr_min": 0.1}, "applies to lr_schedule 'cosine' only"),
         ({"lr_schedule": "linear"}, "lr_schedule"),
+        ({"val_split": 768}, "it holds out 768 of the 768 training rows"),
     ):
         r = svc.client.post("/jobs", json={**job_config, **body})
         assert r.status_code == 422, r.text
