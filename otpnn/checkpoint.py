@@ -45,7 +45,7 @@ def save_checkpoint(
     tensors.update({f"optimizer.{k}": v for k, v in optimizer.state_arrays().items()})
     extra = extra or {}
     tensors.update({f"extra.{k}": v for k, v in extra.items()})
-    sums = {"params_sha256": params_sha256(params)}
+    sums: dict[str, Any] = {"params_sha256": params_sha256(params)}
     if extra:
         sums["extra_sha256"] = {k: params_sha256(v) for k, v in extra.items()}
     _save(path, tensors, CHECKPOINT_FORMAT, {**meta, **sums})

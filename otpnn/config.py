@@ -150,8 +150,9 @@ class TrainConfig:
             or (isinstance(split, float) and math.isfinite(split) and 0 < split < 1)
         ):
             _fail("val_split", split, "a fraction > 0 and < 1 (e.g. 0.1) or a row count >= 1")
-        if not isinstance(self.keep_best, bool):
-            _fail("keep_best", self.keep_best, "true or false")
+        keep_best: object = self.keep_best  # from JSON: anything
+        if not isinstance(keep_best, bool):
+            _fail("keep_best", keep_best, "true or false")
         if self.keep_best and split is None:
             _fail("keep_best", True, "false without val_split (the best epoch is the best on it)")
 
