@@ -66,8 +66,10 @@ def test_the_same_bits_and_validation_rows_for_any_worker_count(workers, backend
     sha, job = run_job(config(workers=workers, backend=backend, **OVERSHOOT))
     assert sha == reference.params_sha256
     history = job.state.result["history"]
-    for key in ("val_loss", "val_accuracy"):
-        assert [r[key] for r in history] == [r[key] for r in reference.history]
+    assert [r["val_accuracy"] for r in history] == [r["val_accuracy"] for r in reference.history]
+    # (Losses to the last bits only where BLAS runs the evaluation with as many threads.)
+    losses = [r["val_loss"] for r in reference.history]
+    assert [r["val_loss"] for r in history] == pytest.approx(losses, rel=1e-6)
     best = job.state.result["best"]
     assert reference.best is not None
     assert (best.epoch, params_sha256(best.params)) == (
