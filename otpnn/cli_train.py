@@ -149,7 +149,9 @@ class _Finite(click.FloatRange):
     default="sync",
     show_default=True,
     help="sync: one averaged gradient per step, the same bits for any workers; local-sgd: each "
-    "worker trains its own replica, averaged every --sync-every steps (depends on --workers).",
+    "worker trains its own replica, averaged every --sync-every steps (depends on --workers); "
+    "async: each update's gradient on the parameters --staleness updates old (the same bits "
+    "for any workers).",
 )
 @click.option(
     "--sync-every",
@@ -165,6 +167,14 @@ class _Finite(click.FloatRange):
     default=TrainConfig.warmup_steps,
     show_default=True,
     help="local-sgd: synchronous steps first (post-local SGD).",
+)
+@click.option(
+    "--staleness",
+    type=int,
+    default=TrainConfig.staleness,
+    show_default=True,
+    metavar="S",
+    help="async: update t's gradient is taken on the parameters after update t-S (1 is sync).",
 )
 @click.option(
     "--lr-schedule",

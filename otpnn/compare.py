@@ -44,7 +44,7 @@ SAME_FIELDS = (
 )
 # The algorithm's fields, with the value a report that predates them (or the Elixir
 # reference's, which trains sync SGD) means; local SGD's arithmetic depends on the worker count.
-ALGORITHM_FIELDS = {"algorithm": "sync", "sync_every": 8, "warmup_steps": 0}
+ALGORITHM_FIELDS = {"algorithm": "sync", "sync_every": 8, "warmup_steps": 0, "staleness": 2}
 ROW_FIELDS = ("epoch", "seconds", "samples_per_second", "train_loss", "train_accuracy")
 DEFAULT_RTOL = 1e-3
 DEFAULT_ACC_ATOL = 0.005

@@ -19,7 +19,7 @@ DATASETS = ("mnist", "synthetic")
 ACTIVATIONS = ("relu", "sigmoid")
 DTYPES = ("float32", "float64")
 BACKENDS = ("thread", "process", "ray")
-ALGORITHMS = ("sync", "local-sgd")  # see otpnn.local_sgd
+ALGORITHMS = ("sync", "local-sgd", "async")  # see otpnn.local_sgd, otpnn.async_sgd
 LR_SCHEDULES = ("constant", "step", "cosine")  # see otpnn.lr_schedule
 INPUT_SIZE = 784
 NUM_CLASSES = 10
@@ -28,6 +28,11 @@ NUM_CLASSES = 10
 # all the weights, a whole gradient row written and reduced), so fewer, larger shards cost less,
 # and smaller ones than these cost as much as these (see benchmarks/README.md).
 MIN_DEFAULT_SHARD_ROWS = 32
+# Why async's staleness starts at 1 (said where a 0 is refused).
+STALENESS_RULE = (
+    "update t's gradient is taken on the parameters after update t-staleness; 1 is sync SGD, "
+    "0 would need update t's own result"
+)
 
 
 def default_shards_per_batch() -> int:
@@ -51,6 +56,7 @@ class TrainConfig:
     benchmarks/README.md). `workers` and `backend` change only speed, never the trained parameters,
     except with ``algorithm="local-sgd"``: each worker count is its own algorithm there (the
     number of replicas averaged; `sync_every` and `warmup_steps` see :mod:`otpnn.local_sgd`).
+    ``algorithm="async"`` keeps that promise for its ``staleness`` (see :mod:`otpnn.async_sgd`).
     The ``lr_*`` fields are the learning-rate schedule (:mod:`otpnn.lr_schedule`); ``val_split``
     and ``keep_best`` the validation split and best-epoch keeping (:mod:`otpnn.validation`).
     """
@@ -75,6 +81,7 @@ class TrainConfig:
     algorithm: str = "sync"
     sync_every: int = 8  # local-sgd: local steps between averages
     warmup_steps: int = 0  # local-sgd: synchronous steps first
+    staleness: int = 2  # async: update t's gradient is taken on the parameters after t-staleness
     lr_schedule: str = "constant"
     lr_step_epochs: int = 1  # step: epochs between decays
     lr_gamma: float = 0.1  # step: the factor of each decay
@@ -119,11 +126,12 @@ class TrainConfig:
         _choice("algorithm", self.algorithm, ALGORITHMS)
         _int("sync_every", self.sync_every, 1)
         _int("warmup_steps", self.warmup_steps, 0)
-        if self.algorithm == "sync":
-            for field in ("sync_every", "warmup_steps"):
-                value, default = getattr(self, field), _DEFAULTS[field]
-                if value != default:
-                    _fail(field, value, f"{default} (it applies to algorithm 'local-sgd' only)")
+        if not _is_int(self.staleness) or self.staleness < 1:
+            _fail("staleness", self.staleness, f"an integer >= 1 ({STALENESS_RULE})")
+        for field, algorithm in _ALGORITHM_FIELDS.items():
+            value, default = getattr(self, field), _DEFAULTS[field]
+            if self.algorithm != algorithm and value != default:
+                _fail(field, value, f"{default} (it applies to algorithm '{algorithm}' only)")
         self._validate_lr_schedule()
         self._validate_val_split()
 
@@ -190,9 +198,10 @@ class TrainConfig:
         return cls(**d)
 
 
+# Fields of one algorithm: any other algorithm takes them at their default only.
+_ALGORITHM_FIELDS = {"sync_every": "local-sgd", "warmup_steps": "local-sgd", "staleness": "async"}
 _DEFAULTS = {
-    f: getattr(TrainConfig, f)
-    for f in ("sync_every", "warmup_steps", "lr_step_epochs", "lr_gamma", "lr_min")
+    f: getattr(TrainConfig, f) for f in (*_ALGORITHM_FIELDS, "lr_step_epochs", "lr_gamma", "lr_min")
 }
 
 

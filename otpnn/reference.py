@@ -75,12 +75,16 @@ def train_reference(
 ) -> ReferenceResult:
     """Train cfg.epochs epochs; history rows carry epoch (from 1), seconds (training loop only),
     samples_per_second, train_loss/train_accuracy (during the epoch), test_loss/accuracy and,
-    with a validation split, val_loss/accuracy. A local-sgd config trains by
-    :mod:`otpnn.reference_local_sgd` (its own loop, same rows)."""
+    with a validation split, val_loss/accuracy. A local-sgd or async config trains by
+    :mod:`otpnn.reference_local_sgd` or :mod:`otpnn.reference_async` (own loops, same rows)."""
     if cfg.algorithm == "local-sgd":
         from otpnn.reference_local_sgd import train_local_sgd_reference  # it imports this module
 
         return train_local_sgd_reference(cfg, dataset, on_epoch=on_epoch)
+    if cfg.algorithm == "async":
+        from otpnn.reference_async import train_async_reference  # it imports this module
+
+        return train_async_reference(cfg, dataset, on_epoch=on_epoch)
     dataset, holdout = split_dataset(dataset, cfg)
     params = init_params(cfg)
     result = ReferenceResult(params, SGD(cfg.lr, cfg.momentum, cfg.weight_decay))

@@ -65,14 +65,19 @@ class JobRequest(BaseModel):
     checkpoint_every: Annotated[int, Field(ge=0, le=1_000_000)] | None = Field(
         None, description="Steps between checkpoints; 0 = epoch ends; default: the service's."
     )
-    algorithm: Literal["sync", "local-sgd"] = Field(
-        "sync", description="local-sgd: replicas averaged every sync_every steps (see README)."
+    algorithm: Literal["sync", "local-sgd", "async"] = Field(
+        "sync",
+        description="local-sgd: replicas averaged every sync_every steps; async: gradients on "
+        "parameters staleness updates old (see README).",
     )
     sync_every: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         8, description="local-sgd: local steps between averages."
     )
     warmup_steps: Annotated[int, Field(ge=0, le=100_000_000)] = Field(
         0, description="local-sgd: synchronous steps first (post-local SGD)."
+    )
+    staleness: Annotated[int, Field(ge=1, le=1000)] = Field(
+        2, description="async: update t's gradient is taken on the parameters after t-staleness."
     )
     lr_schedule: Literal["constant", "step", "cosine"] = Field(
         "constant", description="The learning rate of each step (see README: --lr-schedule)."

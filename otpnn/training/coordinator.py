@@ -103,6 +103,7 @@ class Coordinator(FaultTarget, Actor):
         self._history = snap.history
         self._tally = snap.tally
         self._best = snap.best
+        self._driver.restore_earlier(snap.earlier)
         self._driver.start(self._step, snap.params, snap.optimizer.get("velocity"))
         self._snapshot_step = self._step
         self._open_in_loader = 0  # the epoch whose permutation the loader holds, as far as we know
@@ -290,6 +291,7 @@ class Coordinator(FaultTarget, Actor):
         snap = Snapshot(
             self._step, params.copy(), optimizer, list(self._history),
             dataclasses.replace(self._tally), self._best,
+            self._driver.earlier(self._step),
         )  # fmt: skip
         self._snapshot_step = self._step
         self.state.save_snapshot(snap)

@@ -8,6 +8,8 @@ here its meaning is. Rules:
   length, never the arithmetic; with local SGD the worker count does: it must be the same; with
   the cosine learning-rate schedule the number of epochs does: it spans the run). A field the
   checkpoint predates counts as its default.
+- An async checkpoint holds the S-1 parameter versions before its step (``extra.earlier_params``,
+  what the next updates' gradients read); no other holds any.
 - ``step`` is an integer from 0 to the job's last step. A checkpoint past the job's end was made
   by a longer run: resuming it with fewer epochs is refused, naming how many it needs. A
   checkpoint exactly at the end is a finished run: the job completes at once with its result.
@@ -39,6 +41,8 @@ CHECKPOINT_FILE = "checkpoint.safetensors"  # in a job's checkpoint directory
 RESUMABLE_FIELDS = ("workers", "backend", "data_dir", "checkpoint_every", "epochs")
 # Local SGD averages one replica per worker: the worker count is part of its arithmetic.
 LOCAL_SGD_RESUMABLE = tuple(f for f in RESUMABLE_FIELDS if f != "workers")
+# Async SGD's parameter versions before the checkpoint's step (see otpnn.async_sgd).
+EARLIER_PARAMS = "earlier_params"
 
 
 class ResumeError(UsageError, ValueError):
@@ -55,7 +59,7 @@ def read_resume_point(path: Path, config: TrainConfig, n_train: int) -> Snapshot
         raise ResumeError(f"{path}: its metadata has no config")
     now = arithmetic_config(config)
     defaults = TrainConfig().to_dict()  # a field added since the checkpoint: its default
-    resumable = RESUMABLE_FIELDS if config.algorithm == "sync" else LOCAL_SGD_RESUMABLE
+    resumable = LOCAL_SGD_RESUMABLE if config.algorithm == "local-sgd" else RESUMABLE_FIELDS
     if config.lr_schedule == "cosine":  # its rate at every step depends on the run's length
         resumable = tuple(f for f in resumable if f != "epochs")
     different = sorted(k for k in now if k not in resumable and saved.get(k, defaults[k]) != now[k])
@@ -92,6 +96,7 @@ def read_resume_point(path: Path, config: TrainConfig, n_train: int) -> Snapshot
             f"{step // per_epoch} finished epochs"
         )
     expected = num_params(config.layer_sizes)
+    earlier = _earlier(path, config, extra.pop(EARLIER_PARAMS, None), expected)
     arrays = {
         "params": params,
         **{f"optimizer.{k}": v for k, v in optimizer.items()},
@@ -118,7 +123,7 @@ def read_resume_point(path: Path, config: TrainConfig, n_train: int) -> Snapshot
         seconds=float(tallies["epoch_seconds"]),
     )
     best = _best(path, config, meta, extra, history)
-    return Snapshot(step, params, optimizer, history, tally, best)
+    return Snapshot(step, params, optimizer, history, tally, best, earlier)
 
 
 def _best(
@@ -173,7 +178,29 @@ def write_snapshot(path: Path, config: TrainConfig, snap: Snapshot, *, epoch_end
     if snap.best is not None:
         meta["best"] = {"epoch": snap.best.epoch, "val_accuracy": snap.best.val_accuracy}
         extra["best_params"] = snap.best.params
+    if snap.earlier is not None:
+        extra[EARLIER_PARAMS] = snap.earlier
     save_checkpoint(path, snap.params, optimizer, meta, extra)
+
+
+def _earlier(
+    path: Path, config: TrainConfig, earlier: np.ndarray | None, n_params: int
+) -> np.ndarray | None:
+    """The checkpoint's earlier parameter versions, checked to be what ``config`` reads."""
+    rows = config.staleness - 1 if config.algorithm == "async" else 0
+    if not rows:
+        if earlier is not None:
+            raise ResumeError(f"{path}: unexpected tensor 'extra.{EARLIER_PARAMS}' for this config")
+        return None
+    shape = (rows, n_params)
+    if earlier is None or earlier.shape != shape or earlier.dtype != np.dtype(config.dtype):
+        found = "none" if earlier is None else f"{earlier.dtype}{list(earlier.shape)}"
+        raise ResumeError(
+            f"{path}: tensor 'extra.{EARLIER_PARAMS}' is {found}, expected {config.dtype}"
+            f"{list(shape)} (the parameters after the {rows} updates before its step, which "
+            "async SGD's next gradients read)"
+        )
+    return earlier
 
 
 def _is_int(value: object) -> TypeGuard[int]:

@@ -68,6 +68,8 @@ class Snapshot:
     history: list[dict[str, Any]]
     tally: EpochTally = field(default_factory=EpochTally)  # of the epoch ``step`` is in
     best: Best | None = None  # with keep_best: the best epoch up to ``step``
+    # The parameter versions before ``step`` the next steps read (async's S-1; else None).
+    earlier: np.ndarray | None = None
 
 
 @dataclass

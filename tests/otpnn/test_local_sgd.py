@@ -89,7 +89,7 @@ def test_local_sgd_learns() -> None:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"algorithm": "async"}, "invalid algorithm='async'"),
+        ({"algorithm": "hogwild"}, "invalid algorithm='hogwild'"),
         ({"algorithm": "local-sgd", "sync_every": 0}, "invalid sync_every=0"),
         ({"algorithm": "local-sgd", "warmup_steps": -1}, "invalid warmup_steps=-1"),
         ({"sync_every": 4}, "applies to algorithm 'local-sgd' only"),

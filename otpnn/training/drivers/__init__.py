@@ -10,6 +10,9 @@ stepwise    :mod:`~otpnn.training.drivers.stepwise`         any (Ray through its
 local-sgd   :mod:`~otpnn.training.drivers.local_sgd`        any (Ray through its transport);
                                                             algorithm local-sgd: replicas
                                                             averaged every H steps
+async       :mod:`~otpnn.training.drivers.async_sgd`        any (Ray through its transport);
+                                                            algorithm async: gradients on
+                                                            parameters S updates old
 ==========  ==============================================  =====================================
 
 A protocol is a :class:`~otpnn.training.drivers.base.Driver` subclass (its name, which backends
@@ -21,13 +24,14 @@ synchronous SGD (``--algorithm sync``), in the order ``auto`` prefers them, and
 
 from __future__ import annotations
 
+from otpnn.training.drivers.async_sgd import AsyncDriver
 from otpnn.training.drivers.base import Driver
 from otpnn.training.drivers.local_sgd import LocalSGDDriver
 from otpnn.training.drivers.lockstep import LockstepDriver
 from otpnn.training.drivers.stepwise import StepwiseDriver
 
 DRIVERS: dict[str, type[Driver]] = {d.name: d for d in (LockstepDriver, StepwiseDriver)}
-ALGORITHM_DRIVERS: dict[str, type[Driver]] = {LocalSGDDriver.name: LocalSGDDriver}
+ALGORITHM_DRIVERS: dict[str, type[Driver]] = {d.name: d for d in (LocalSGDDriver, AsyncDriver)}
 
 
 def driver_class(protocol: str) -> type[Driver]:

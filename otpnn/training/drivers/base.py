@@ -157,6 +157,17 @@ class Driver(ABC):
     def state(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """Views of (parameters, momentum buffer) after ``step``, the last step committed."""
 
+    def earlier(self, step: int) -> np.ndarray | None:
+        """The parameter versions before ``step`` that the next steps read beside the state
+        (an algorithm whose gradients are taken on older parameters: async's), kept with it in
+        snapshots and checkpoints; None for the others, which need only the state."""
+        return None
+
+    def restore_earlier(self, earlier: np.ndarray | None) -> None:
+        """Before :meth:`start`: what :meth:`earlier` gave for the snapshot resumed from."""
+        if earlier is not None:
+            raise ValueError(f"the {self.name} protocol keeps no earlier parameter versions")
+
     def open_epoch(self, epoch: int) -> None:  # noqa: B027 (optional hook: most need nothing)
         """The loader has drawn epoch ``epoch``'s order (before the epoch's first run)."""
 

@@ -149,6 +149,20 @@ def test_a_local_sgd_report_compares_only_with_its_algorithm_and_worker_count(tm
     assert "workers: 2 vs 3" in result.output
 
 
+def test_async_reports_compare_across_worker_counts_but_not_stalenesses(tmp_path) -> None:
+    two = report("otpnn", 2, 1.0)
+    two["config"].update(algorithm="async", staleness=3)
+    three = copy.deepcopy(two)
+    three["config"]["workers"] = 3
+    result = run(write(tmp_path, "a2.json", two), write(tmp_path, "a3.json", three))
+    assert result.exit_code == 0, result.output
+    other = copy.deepcopy(two)
+    other["config"]["staleness"] = 2
+    result = run(write(tmp_path, "s3.json", two), write(tmp_path, "s2.json", other))
+    assert result.exit_code == 2
+    assert "staleness: 3 vs 2" in result.output
+
+
 def test_missing_file_and_single_report_exit_2(tmp_path) -> None:
     a = write(tmp_path, "a.json", report("otpnn", 1, 1.0))
     missing = run(a, str(tmp_path / "nope.json"))

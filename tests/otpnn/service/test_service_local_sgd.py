@@ -28,6 +28,6 @@ def test_local_sgd_fields_with_sync_are_a_422(service, job_config) -> None:
     r = svc.client.post("/jobs", json={**job_config, "sync_every": 4})
     assert r.status_code == 422, r.text
     assert "applies to algorithm 'local-sgd' only" in r.json()["error"]
-    r = svc.client.post("/jobs", json={**job_config, "algorithm": "async"})
+    r = svc.client.post("/jobs", json={**job_config, "algorithm": "hogwild"})
     assert r.status_code == 422, r.text
     assert svc.client.get("/jobs").json() == []

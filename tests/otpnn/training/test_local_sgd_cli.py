@@ -32,7 +32,7 @@ def test_the_report_records_the_algorithm_and_has_the_references_bits(tmp_path) 
     ("args", "message"),
     [
         (["--sync-every", "4"], "invalid sync_every=4: expected 8 (it applies to algorithm"),
-        (["--algorithm", "async"], "'async' is not one of 'sync', 'local-sgd'"),
+        (["--algorithm", "hogwild"], "'hogwild' is not one of 'sync', 'local-sgd', 'async'"),
         ([*LOCAL, "--protocol", "lockstep"], "--protocol lockstep applies to --algorithm sync"),
         (["--algorithm", "local-sgd", "--sync-every", "0"], "invalid sync_every=0"),
     ],

@@ -1,0 +1,75 @@
+"""Async SGD without actors: the version ring, and the serial reference's contract (staleness 1
+is sync SGD bit for bit; each staleness is its own algorithm; the config's rules for it)."""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import numpy as np
+import pytest
+
+from otpnn.async_sgd import VersionRing
+from otpnn.config import ConfigError, TrainConfig
+from otpnn.data import Dataset, synthetic_dataset
+from otpnn.reference import train_reference
+
+BASE = {
+    "dataset": "synthetic", "synthetic_train": 768, "synthetic_test": 256, "epochs": 2,
+    "batch_size": 64, "shard_size": 16, "seed": 7, "lr": 0.1,
+}  # fmt: skip
+
+
+@functools.cache
+def _data() -> Dataset:
+    return synthetic_dataset(7, 768, 256)
+
+
+@functools.cache
+def _sha(**overrides: object) -> str:
+    return train_reference(TrainConfig(**{**BASE, **overrides}), _data()).params_sha256
+
+
+def test_the_ring_keeps_the_last_versions_and_the_initial_one_before_update_1() -> None:
+    ring = VersionRing(np.zeros((4, 2)), staleness=3)
+    ring.fill(0, np.array([1.0, 1.0]), None)
+    assert ring.version(-2).tolist() == ring.version(0).tolist() == [1.0, 1.0]
+    assert ring.earlier(0).tolist() == [[1.0, 1.0], [1.0, 1.0]]  # versions -2, -1: the initial
+    for v in range(1, 6):
+        ring.version(v)[...] = v * 10
+    # After update 5, versions 3 and 4 are the ones updates 6 and 7 read (with 5 itself).
+    assert ring.earlier(5).tolist() == [[30.0, 30.0], [40.0, 40.0]]
+    other = VersionRing(np.zeros((4, 2)), staleness=3)
+    other.fill(5, ring.version(5), ring.earlier(5))
+    assert [other.version(v).tolist() for v in (3, 4, 5)] == [[30, 30], [40, 40], [50, 50]]
+    with pytest.raises(ValueError, match="needs 2 earlier versions"):
+        other.fill(5, ring.version(5), None)
+
+
+def test_staleness_1_is_sync_sgd_bit_for_bit() -> None:
+    assert _sha(algorithm="async", staleness=1) == _sha()
+
+
+def test_the_result_depends_on_the_staleness() -> None:
+    shas = {_sha(), *(_sha(algorithm="async", staleness=s) for s in (2, 3, 4))}
+    assert len(shas) == 4
+
+
+def test_async_sgd_learns() -> None:
+    cfg = TrainConfig(**{**BASE, "algorithm": "async", "staleness": 2})
+    assert train_reference(cfg, _data()).history[-1]["test_accuracy"] > 0.9
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"algorithm": "async", "staleness": 0}, "invalid staleness=0: expected an integer >= 1"),
+        ({"algorithm": "async", "staleness": 1.5}, "invalid staleness=1.5"),
+        ({"staleness": 3}, "invalid staleness=3: expected 2 (it applies to algorithm 'async'"),
+        ({"algorithm": "local-sgd", "staleness": 1}, "applies to algorithm 'async' only"),
+        ({"algorithm": "async", "sync_every": 4}, "applies to algorithm 'local-sgd' only"),
+    ],
+)
+def test_config_names_a_bad_staleness(fields, message) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        TrainConfig(**fields)

@@ -1,0 +1,46 @@
+"""``otpnn train --algorithm async`` as a user runs it, and its misuses."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from training_support import reference_sha
+
+from tests.otpnn.training.test_cli_train import SMALL, otpnn
+
+ASYNC = ["--algorithm", "async", "--staleness", "3", "--lr", "0.1"]
+
+
+def test_the_report_records_the_algorithm_and_has_the_references_bits(tmp_path) -> None:
+    report = tmp_path / "r.json"
+    run = otpnn("train", *SMALL, *ASYNC, "--epochs", "2", "--workers", "3", "--report",
+                str(report), "--fault", "kill:worker=2@step=10")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    data = json.loads(report.read_text())
+    config = data["config"]
+    assert (config["algorithm"], config["staleness"]) == ("async", 3)
+    assert data["environment"]["protocol"] == "async"
+    assert data["final"]["params_sha256"] == reference_sha(algorithm="async", staleness=3, lr=0.1)
+    assert data["final"]["steps"] == 24
+    killed = [(e["actor"], e["step"]) for e in data["events"] if e["kind"] == "worker_killed"]
+    assert killed == [("worker-2", 10)]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--algorithm", "async", "--staleness", "0"],
+         "invalid staleness=0: expected an integer >= 1 (update t's gradient is taken on the "
+         "parameters after update t-staleness; 1 is sync SGD"),
+        (["--staleness", "4"], "invalid staleness=4: expected 2 (it applies to algorithm 'async'"),
+        ([*ASYNC, "--sync-every", "4"], "invalid sync_every=4: expected 8 (it applies to"),
+        ([*ASYNC, "--protocol", "stepwise"], "--protocol stepwise applies to --algorithm sync"),
+        (["--algorithm", "async", "--staleness", "x"], "'x' is not a valid integer"),
+    ],
+)  # fmt: skip
+def test_misuse_is_one_clear_message_and_exit_2(args, message) -> None:
+    run = otpnn("train", *SMALL, *args)
+    assert run.returncode == 2
+    assert message in run.stderr
+    assert "Traceback" not in run.stderr
