@@ -52,10 +52,11 @@ class ConfigError(UsageError, ValueError):
 class TrainConfig:
     """Everything that determines a training run (and, with the seed, its exact result).
 
-    The default lr=0.2, momentum=0.5 (batch 64) was the best of a small grid on MNIST (see
-    benchmarks/README.md). `workers` and `backend` change only speed, never the trained parameters,
-    except with ``algorithm="local-sgd"``: each worker count is its own algorithm there (the
-    number of replicas averaged; `sync_every` and `warmup_steps` see :mod:`otpnn.local_sgd`).
+    The defaults lr=0.2, momentum=0.5 (batch 64), decayed tenfold after 4 epochs (the ``step``
+    schedule) were the best of small grids on MNIST over 6 seeds (see benchmarks/README.md).
+    `workers` and `backend` change only speed, never the trained parameters, except with
+    ``algorithm="local-sgd"``: each worker count is its own algorithm there (the number of
+    replicas averaged; `sync_every` and `warmup_steps` see :mod:`otpnn.local_sgd`).
     ``algorithm="async"`` keeps that promise for its ``staleness`` (see :mod:`otpnn.async_sgd`).
     The ``lr_*`` fields are the learning-rate schedule (:mod:`otpnn.lr_schedule`); ``val_split``
     and ``keep_best`` the validation split and best-epoch keeping (:mod:`otpnn.validation`).
@@ -82,8 +83,8 @@ class TrainConfig:
     sync_every: int = 8  # local-sgd: local steps between averages
     warmup_steps: int = 0  # local-sgd: synchronous steps first
     staleness: int = 2  # async: update t's gradient is taken on the parameters after t-staleness
-    lr_schedule: str = "constant"
-    lr_step_epochs: int = 1  # step: epochs between decays
+    lr_schedule: str = "step"
+    lr_step_epochs: int = 4  # step: epochs between decays
     lr_gamma: float = 0.1  # step: the factor of each decay
     lr_min: float = 0.0  # cosine: the lr at the end of the run
     lr_warmup_steps: int = 0  # any schedule: linear warm-up over the first updates

@@ -80,10 +80,10 @@ class JobRequest(BaseModel):
         2, description="async: update t's gradient is taken on the parameters after t-staleness."
     )
     lr_schedule: Literal["constant", "step", "cosine"] = Field(
-        "constant", description="The learning rate of each step (see README: --lr-schedule)."
+        "step", description="The learning rate of each step (see README: --lr-schedule)."
     )
     lr_step_epochs: Annotated[int, Field(ge=1, le=1000)] = Field(
-        1, description="step: epochs between decays."
+        4, description="step: epochs between decays."
     )
     lr_gamma: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = Field(
         0.1, description="step: the factor of each decay."

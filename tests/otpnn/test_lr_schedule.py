@@ -15,7 +15,16 @@ PER_EPOCH = 10
 
 
 def schedule(**fields: object) -> LrSchedule:
-    cfg = TrainConfig(**{"lr": 0.4, "momentum": 0.5, "weight_decay": 1e-4, "epochs": 4, **fields})
+    base = {
+        "lr": 0.4,
+        "momentum": 0.5,
+        "weight_decay": 1e-4,
+        "epochs": 4,
+        "lr_schedule": "constant",
+    }
+    if fields.get("lr_schedule") == "step":
+        base["lr_step_epochs"] = 1  # (not the config's default: each epoch's edge is looked at)
+    cfg = TrainConfig(**{**base, **fields})
     return LrSchedule.of(cfg, PER_EPOCH)
 
 

@@ -173,7 +173,10 @@ def test_the_cli_trains_saves_the_best_and_reports_it(tmp_path) -> None:
         (["--val-split", "nan"], "invalid val_split=nan"),
         (["--val-split", "tenth"], "'tenth': expected a fraction (e.g. 0.1)"),
         (["--keep-best"], "invalid keep_best=True: expected false without val_split"),
-        (["--lr-gamma", "0.5"], "invalid lr_gamma=0.5: expected 0.1 (it applies to lr_schedule"),
+        (
+            ["--lr-schedule", "cosine", "--lr-gamma", "0.5"],
+            "invalid lr_gamma=0.5: expected 0.1 (it applies to lr_schedule",
+        ),
     ],
 )
 def test_bad_values_are_one_message_and_exit_2(args, message) -> None:
