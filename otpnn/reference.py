@@ -35,6 +35,15 @@ class ReferenceResult:
     params_sha256: str = ""
     best: Best | None = None  # with keep_best
 
+    def end_epoch(self, row: dict[str, Any], cfg: TrainConfig, params: np.ndarray,
+                  on_epoch: Callable[[dict], None] | None) -> None:  # fmt: skip
+        """Record an epoch's row (:func:`epoch_row`), keep its parameters if best, tell
+        ``on_epoch``: the end of an epoch in every serial reference."""
+        self.history.append(row)
+        self.best = keep_if_best(cfg, self.best, row, params)
+        if on_epoch is not None:
+            on_epoch(row)
+
 
 class StepBuffers:
     """One gradient slot per micro-shard plus the reduction target, allocated once."""
@@ -106,14 +115,9 @@ def train_reference(
                 loss += step_loss
                 correct += step_correct
                 result.steps += 1
-            row = epoch_row(
-                cfg, dataset, holdout, params, epoch, time.perf_counter() - start, n, loss,
-                correct,
-            )  # fmt: skip
-            result.history.append(row)
-            result.best = keep_if_best(cfg, result.best, row, params)
-            if on_epoch is not None:
-                on_epoch(row)
+            seconds = time.perf_counter() - start
+            row = epoch_row(cfg, dataset, holdout, params, epoch, seconds, n, loss, correct)
+            result.end_epoch(row, cfg, params, on_epoch)
     result.params_sha256 = params_sha256(params)
     return result
 

@@ -21,7 +21,7 @@ from otpnn.lr_schedule import LrSchedule
 from otpnn.model import SGD, init_params, params_sha256, shard_gradient
 from otpnn.reference import ReferenceResult, StepBuffers, epoch_row
 from otpnn.schedule import Batches, epoch_permutation, steps_per_epoch
-from otpnn.validation import keep_if_best, split_dataset
+from otpnn.validation import split_dataset
 
 
 def train_async_reference(
@@ -65,14 +65,9 @@ def train_async_reference(
                 )  # fmt: skip
                 result.steps += 1
             params = ring.version(result.steps)
-            row = epoch_row(
-                cfg, dataset, holdout, params, epoch, time.perf_counter() - start, n, loss,
-                correct,
-            )  # fmt: skip
-            result.history.append(row)
-            result.best = keep_if_best(cfg, result.best, row, params)
-            if on_epoch is not None:
-                on_epoch(row)
+            seconds = time.perf_counter() - start
+            row = epoch_row(cfg, dataset, holdout, params, epoch, seconds, n, loss, correct)
+            result.end_epoch(row, cfg, params, on_epoch)
     result.params = ring.version(result.steps).copy()
     if cfg.momentum:
         optimizer.velocity = velocity

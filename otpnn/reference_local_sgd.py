@@ -20,7 +20,7 @@ from otpnn.lr_schedule import LrSchedule
 from otpnn.model import SGD, init_params, params_sha256
 from otpnn.reference import ReferenceResult, epoch_row
 from otpnn.schedule import Batches, epoch_permutation, shard_bounds, steps_per_epoch
-from otpnn.validation import keep_if_best, split_dataset
+from otpnn.validation import split_dataset
 
 
 def schedule_of(cfg: TrainConfig, per_epoch: int) -> RoundSchedule:
@@ -69,14 +69,9 @@ def train_local_sgd_reference(
                 average_into(active[:, 0], params)
                 average_into(active[:, 1], velocity)
                 result.steps += len(rnd.steps)
-            row = epoch_row(
-                cfg, dataset, holdout, params, epoch, time.perf_counter() - start, n, loss,
-                correct,
-            )  # fmt: skip
-            result.history.append(row)
-            result.best = keep_if_best(cfg, result.best, row, params)
-            if on_epoch is not None:
-                on_epoch(row)
+            seconds = time.perf_counter() - start
+            row = epoch_row(cfg, dataset, holdout, params, epoch, seconds, n, loss, correct)
+            result.end_epoch(row, cfg, params, on_epoch)
     if cfg.momentum:
         optimizer.velocity = velocity
     result.params_sha256 = params_sha256(params)

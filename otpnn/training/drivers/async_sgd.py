@@ -201,7 +201,6 @@ class AsyncDriver(Driver):
     def __init__(self, host: Host) -> None:
         super().__init__(host)
         self.staleness = host.config.staleness
-        self._segments: list[SharedArray] = []  # owned: unlinked by close()
         self._earlier: np.ndarray | None = None  # a snapshot's, until start()
         self._updates: dict[int, _Update] = {}  # in flight, by update
         self._queues: dict[str, deque[_Message]] = {}  # by worker incarnation, in sent order
@@ -240,10 +239,6 @@ class AsyncDriver(Driver):
             return RayUpdates(self.host, self._arrays)
         return SharedMemoryUpdates(self.host, self._arrays)
 
-    def _own(self, shared: SharedArray) -> SharedArray:
-        self._segments.append(shared)
-        return shared
-
     def state(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         return self._ring.version(step), self._velocity
 
@@ -252,12 +247,6 @@ class AsyncDriver(Driver):
 
     def open_epoch(self, epoch: int) -> None:
         self._transport.open_epoch(epoch)
-
-    def close(self) -> None:
-        for shared in self._segments:
-            shared.close()
-            shared.unlink()
-        self._segments.clear()
 
     # -- updates ------------------------------------------------------------------------------
     def run(self, first: int, last: int, epoch: int) -> None:

@@ -36,6 +36,7 @@ from otpnn.schedule import Batches
 from otpnn.training.fault_planner import FaultPlanner, Planned
 from supervision.reasons import KILLED, ExitedWithCode, KilledBySignal
 from supervision.refs import ActorHandle
+from supervision.shm import SharedArray
 
 Workers = Sequence[tuple[int, ActorHandle]]  # live workers: (index, handle), by index
 
@@ -137,6 +138,7 @@ class Driver(ABC):
 
     def __init__(self, host: Host) -> None:
         self.host = host
+        self._segments: list[SharedArray] = []  # owned: unlinked by close()
 
     @classmethod
     @abstractmethod
@@ -175,7 +177,16 @@ class Driver(ABC):
     def run(self, first: int, last: int, epoch: int) -> None:
         """Run steps ``first..last`` of epoch ``epoch`` (see the module's contract)."""
 
-    @abstractmethod
     def close(self) -> None:
         """Release everything :meth:`start` made; safe to call twice and from any exit path
-        (a run in progress without the coordinator must end: its workers leave it)."""
+        (a run in progress without the coordinator must end: its workers leave it). Here: the
+        shared memory it owns is unlinked."""
+        for shared in self._segments:
+            shared.close()
+            shared.unlink()
+        self._segments.clear()
+
+    def _own(self, shared: SharedArray) -> SharedArray:
+        """``shared`` is this driver's: :meth:`close` unlinks it."""
+        self._segments.append(shared)
+        return shared

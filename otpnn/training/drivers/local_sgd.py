@@ -116,7 +116,6 @@ class LocalSGDDriver(Driver):
         self.schedule = RoundSchedule(
             host.batches.steps_per_epoch, cfg.workers or 1, cfg.sync_every, cfg.warmup_steps
         )
-        self._segments: list[SharedArray] = []  # owned: unlinked by close()
         self._warmup: StepwiseDriver | None = None  # while warm-up steps remain
 
     @classmethod
@@ -145,10 +144,6 @@ class LocalSGDDriver(Driver):
             return RayShares(self.host, self._global, self._replicas)
         return SharedMemoryShares(self.host, self._global, self._replicas)
 
-    def _own(self, shared: SharedArray) -> SharedArray:
-        self._segments.append(shared)
-        return shared
-
     def state(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         if self._warmup is not None:
             return self._warmup.state(step)
@@ -162,10 +157,7 @@ class LocalSGDDriver(Driver):
     def close(self) -> None:
         if self._warmup is not None:
             self._warmup.close()
-        for shared in self._segments:
-            shared.close()
-            shared.unlink()
-        self._segments.clear()
+        super().close()
 
     # -- rounds -------------------------------------------------------------------------------
     def run(self, first: int, last: int, epoch: int) -> None:

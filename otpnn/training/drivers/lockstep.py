@@ -40,7 +40,6 @@ from otpnn.training.drivers.lockstep_rank import LockstepSegments, RunSteps
 from otpnn.training.fault_planner import Planned
 from supervision.reasons import describe
 from supervision.refs import ActorHandle
-from supervision.shm import SharedArray
 
 POLL = 0.02  # seconds between looks at a run's workers, progress and stop requests
 STOP_GRACE = 0.5  # how long a stopping coordinator waits for its workers to leave a run
@@ -76,7 +75,6 @@ class LockstepDriver(Driver):
 
     def __init__(self, host: Host) -> None:
         super().__init__(host)
-        self._segments: list[SharedArray] = []  # owned: unlinked by close()
         self._run_id = 0  # runs are numbered in the control segment's cells
 
     @classmethod
@@ -109,14 +107,7 @@ class LockstepDriver(Driver):
     def close(self) -> None:
         if self._segments:  # a run may be going on without us: its workers must leave it
             self._control.array[0, ranks.ABORT] = self._run_id
-        for shared in self._segments:
-            shared.close()
-            shared.unlink()
-        self._segments.clear()
-
-    def _own(self, shared: SharedArray) -> SharedArray:
-        self._segments.append(shared)
-        return shared
+        super().close()
 
     # -- a run --------------------------------------------------------------------------------
     def run(self, first: int, last: int, epoch: int) -> None:

@@ -137,10 +137,6 @@ class SharedMemoryTransport:
 class StepwiseDriver(Driver):
     name = "stepwise"
 
-    def __init__(self, host: Host) -> None:
-        super().__init__(host)
-        self._segments: list[SharedArray] = []  # owned: unlinked by close()
-
     @classmethod
     def unsupported(cls, backend: str) -> str | None:
         return None  # messages only: any worker kind, any machine
@@ -168,21 +164,11 @@ class StepwiseDriver(Driver):
             return RayTransport(self.host, self._arrays)
         return SharedMemoryTransport(self.host, self._arrays)
 
-    def _own(self, shared: SharedArray) -> SharedArray:
-        self._segments.append(shared)
-        return shared
-
     def state(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         return self._arrays.params.array[step % 2], self._arrays.velocity.array[step % 2]
 
     def open_epoch(self, epoch: int) -> None:
         self._transport.open_epoch(epoch)
-
-    def close(self) -> None:
-        for shared in self._segments:
-            shared.close()
-            shared.unlink()
-        self._segments.clear()
 
     # -- steps --------------------------------------------------------------------------------
     def run(self, first: int, last: int, epoch: int) -> None:
