@@ -1,7 +1,8 @@
 """``otpnn export-init`` and ``otpnn compare``: run the same training elsewhere, then judge.
 
 ``export-init`` writes what another implementation needs to compute exactly what ``otpnn train``
-computes with the same options (initial parameters, sample order, data; see otpnn.interchange).
+computes with the same options (initial parameters, sample order, learning rates, data; see
+otpnn.interchange).
 ``compare`` sets reports side by side; exit 0 equivalent, 1 not equivalent, 2 bad input, 3
 equivalent but a run's planned faults never fired (its recovery claim was not tested).
 """
@@ -23,7 +24,7 @@ from otpnn.compare import (
     plot,
     table,
 )
-from otpnn.config import ACTIVATIONS, DATASETS, DTYPES, ConfigError, TrainConfig
+from otpnn.config import ACTIVATIONS, DATASETS, DTYPES, LR_SCHEDULES, ConfigError, TrainConfig
 from otpnn.data import DataError, find_mnist, load_dataset
 from otpnn.interchange import export_init
 from otpnn.run_checks import EXIT_UNFIRED_FAULTS
@@ -38,6 +39,11 @@ _CONFIG_OPTIONS = (
     ("lr", float),
     ("momentum", float),
     ("weight_decay", float),
+    ("lr_schedule", click.Choice(LR_SCHEDULES)),
+    ("lr_step_epochs", int),
+    ("lr_gamma", float),
+    ("lr_min", float),
+    ("lr_warmup_steps", int),
     ("hidden", str),
     ("activation", click.Choice(ACTIVATIONS)),
     ("dtype", click.Choice(DTYPES)),
@@ -88,8 +94,9 @@ def _train_command(opts: dict[str, Any]) -> str:
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @_config_options
 def export_init_command(out_dir: Path, **opts: Any) -> None:
-    """Write OUT_DIR/manifest.json, init.safetensors, order.bin (and data/ for synthetic): the
-    initial parameters and sample order `otpnn train` would use with these options."""
+    """Write OUT_DIR/manifest.json, init.safetensors, order.bin, lr.bin (and data/ for
+    synthetic): the initial parameters, sample order and learning rate of every update that
+    `otpnn train` would use with these options."""
     cfg = _config(opts)
     try:
         dataset = load_dataset(cfg, download=False)
@@ -97,7 +104,7 @@ def export_init_command(out_dir: Path, **opts: Any) -> None:
         manifest = export_init(cfg, dataset, out_dir, mnist_dir=mnist_dir)
     except DataError as e:
         raise UsageError(str(e)) from None
-    click.echo(f"wrote {manifest} (+ init.safetensors, order.bin)")
+    click.echo(f"wrote {manifest} (+ init.safetensors, order.bin, lr.bin)")
     click.echo(f"otpnn:  {_train_command(opts)} --report otpnn.json")
     export = shlex.quote(str(out_dir.resolve()))
     click.echo(

@@ -45,6 +45,15 @@ SAME_FIELDS = (
 # The algorithm's fields, with the value a report that predates them (or the Elixir
 # reference's, which trains sync SGD) means; local SGD's arithmetic depends on the worker count.
 ALGORITHM_FIELDS = {"algorithm": "sync", "sync_every": 8, "warmup_steps": 0, "staleness": 2}
+# The learning-rate schedule's fields, with the value a report that predates schedules means
+# (a constant rate, whatever TrainConfig's default is today).
+SCHEDULE_FIELDS = {
+    "lr_schedule": "constant",
+    "lr_step_epochs": 1,
+    "lr_gamma": 0.1,
+    "lr_min": 0.0,
+    "lr_warmup_steps": 0,
+}
 ROW_FIELDS = ("epoch", "seconds", "samples_per_second", "train_loss", "train_accuracy")
 DEFAULT_RTOL = 1e-3
 DEFAULT_ACC_ATOL = 0.005
@@ -177,8 +186,10 @@ def check_comparable(reports: list[Report]) -> list[str]:
 
 
 def _algorithm_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """How two reports' algorithms differ (local SGD: the worker count is part of it)."""
-    fields = {f: (a.get(f, d), b.get(f, d)) for f, d in ALGORITHM_FIELDS.items()}
+    """How two reports' algorithms and rate schedules differ (local SGD: the worker count is
+    part of the algorithm)."""
+    defaults = {**ALGORITHM_FIELDS, **SCHEDULE_FIELDS}
+    fields = {f: (a.get(f, d), b.get(f, d)) for f, d in defaults.items()}
     if "local-sgd" in fields["algorithm"]:
         fields["workers"] = (a.get("workers"), b.get("workers"))
     return [f"{f}: {x!r} vs {y!r}" for f, (x, y) in fields.items() if x != y]

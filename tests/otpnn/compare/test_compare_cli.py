@@ -163,6 +163,20 @@ def test_async_reports_compare_across_worker_counts_but_not_stalenesses(tmp_path
     assert "staleness: 3 vs 2" in result.output
 
 
+def test_reports_of_different_rate_schedules_are_refused_and_none_means_constant(tmp_path) -> None:
+    cosine = report("otpnn", 2, 1.0)
+    cosine["config"].update(lr_schedule="cosine", lr_min=0.01, lr_warmup_steps=5)
+    old = write(tmp_path, "old.json", report("elixir-reference", 2, 1.0))  # predates schedules
+    result = run(old, write(tmp_path, "cosine.json", cosine))
+    assert result.exit_code == 2
+    assert "lr_schedule: 'constant' vs 'cosine'; lr_min: 0.0 vs 0.01; lr_warmup_steps: 0 vs 5" in (
+        result.output
+    )
+    constant = report("otpnn", 2, 1.0)
+    constant["config"].update(lr_schedule="constant", lr_min=0.0, lr_warmup_steps=0)
+    assert run(old, write(tmp_path, "constant.json", constant)).exit_code == 0
+
+
 def test_missing_file_and_single_report_exit_2(tmp_path) -> None:
     a = write(tmp_path, "a.json", report("otpnn", 1, 1.0))
     missing = run(a, str(tmp_path / "nope.json"))

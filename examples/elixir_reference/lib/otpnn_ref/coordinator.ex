@@ -8,7 +8,8 @@ defmodule OtpnnRef.Coordinator do
   when already present. Workers are monitored: the DOWN of one puts its unfinished shards back
   in the queue, given to the live workers at once (or to the first worker that comes up). A
   restarted worker announces itself with `worker_up`; work is tracked by pid, the incarnation,
-  never by index. When all shards are in, they are added in shard order and SGD is applied.
+  never by index. When all shards are in, they are added in shard order and SGD is applied at
+  the step's exported learning rate (otpnn's schedule, as data).
   """
   use GenServer
 
@@ -223,8 +224,10 @@ defmodule OtpnnRef.Coordinator do
     loss = Enum.reduce(ks, s.loss, fn k, acc -> acc + elem(s.done[k], 1) end)
     correct = Enum.reduce(ks, s.correct, fn k, acc -> acc + elem(s.done[k], 2) end)
 
+    lr = elem(s.job.rates, s.step - 1)
+
     {params, velocity} =
-      MLP.sgd(s.params, s.velocity, MLP.reduce_in_order(grads), s.batch_len, s.cfg)
+      MLP.sgd(s.params, s.velocity, MLP.reduce_in_order(grads), s.batch_len, lr, s.cfg)
 
     s = %{s | params: params, velocity: velocity, loss: loss, correct: correct, done: %{}}
 

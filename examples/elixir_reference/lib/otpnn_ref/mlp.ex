@@ -161,11 +161,11 @@ defmodule OtpnnRef.MLP do
 
   @doc """
   SGD, PyTorch convention as otpnn.model.sgd: g = grad_sum / n + wd * p; v = m * v + g;
-  p -= lr * v (without momentum p -= lr * g). Returns {params, velocity}.
+  p -= lr * v (without momentum p -= lr * g), at the step's rate `lr`. Returns {params, velocity}.
   """
-  @spec sgd(params(), params() | nil, params(), pos_integer(), map()) ::
+  @spec sgd(params(), params() | nil, params(), pos_integer(), float(), map()) ::
           {params(), params() | nil}
-  def sgd(params, velocity, grad_sum, n, %{"lr" => lr, "momentum" => m, "weight_decay" => wd}) do
+  def sgd(params, velocity, grad_sum, n, lr, %{"momentum" => m, "weight_decay" => wd}) do
     g = map2(grad_sum, params, fn gs, p -> gs / n + wd * p end)
 
     if m > 0 do

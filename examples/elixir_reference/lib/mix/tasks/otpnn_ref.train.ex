@@ -67,6 +67,7 @@ defmodule Mix.Tasks.OtpnnRef.Train do
       dir: dir,
       manifest: manifest,
       params: Export.init_params!(dir, manifest),
+      rates: Export.rates!(dir, manifest),
       workers: workers,
       faults: faults,
       notify: self()
