@@ -4,7 +4,9 @@ Both start from one `otpnn export-init` (initial parameters, sample order, synth
 files) and must agree: otpnn in float32, Elixir in float64, so per-epoch losses within the
 comparison's tolerance (they are in fact within ~1e-7 here), accuracies within 0.005. A worker
 crash, exit or kill in the Elixir tree must change nothing: its parameters (float32-cast
-checksum) equal the fault-free run's. Skipped where Elixir's `mix` is not installed.
+checksum) equal the fault-free run's. The shared problem trains at the default learning-rate
+schedule, whichever it is; the schedule tests name theirs. Skipped where Elixir's `mix` is not
+installed.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from otpnn.compare import compare
+from otpnn.interchange import load_export
 
 REPO = Path(__file__).resolve().parents[3]
 ELIXIR = REPO / "examples" / "elixir_reference"
@@ -148,3 +152,72 @@ def test_in_float64_on_both_sides_they_agree_to_rounding_of_the_sums(tmp_path, m
     _, verdict = compare([tmp_path / "otpnn.json", report], rtol=1e-10, acc_atol=0.0)
     assert verdict.equivalent, verdict
     assert verdict.notes == []  # same dtype, same dataset: nothing to qualify
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        ["--lr-schedule", "cosine", "--lr-min", "0.01"],
+        ["--lr-schedule", "step", "--lr-gamma", "0.3", "--lr-warmup-steps", "5"],
+    ],
+    ids=["cosine", "step-warmup"],
+)
+def test_the_elixir_reference_follows_the_exported_learning_rates(
+    tmp_path, mix_env, schedule
+) -> None:
+    """The reference steps at the exported rate of each update: a scheduled run agrees with
+    otpnn as closely as a constant one (a constant rate would be off by far more)."""
+    problem = [*PROBLEM, *schedule]
+    otpnn = [sys.executable, "-m", "otpnn"]
+    assert _run([*otpnn, "export-init", str(tmp_path / "ex"), *problem], REPO).returncode == 0
+    lrs = load_export(tmp_path / "ex").lrs
+    assert len(set(lrs.tolist())) > 2  # a schedule indeed, not a constant rate
+    train = [*otpnn, "train", *problem, "--workers", "2", "--backend", "thread", "--quiet"]
+    done = _run([*train, "--report", str(tmp_path / "otpnn.json")], REPO)
+    assert done.returncode == 0, done.stderr
+    report = elixir(tmp_path, tmp_path / "ex", mix_env)
+    reports, verdict = compare([tmp_path / "otpnn.json", report], rtol=1e-3, acc_atol=0.005)
+    assert verdict.equivalent, verdict
+    assert verdict.pairs[0].train_loss_rel < 1e-5  # float32 vs float64 rounding, nothing more
+    assert reports[1].data["config"]["lr_schedule"] == schedule[1]
+
+
+def _truncate(export: Path) -> None:
+    path = export / "lr.bin"
+    path.write_bytes(path.read_bytes()[:-8])
+
+
+def _nan(export: Path) -> None:
+    path = export / "lr.bin"
+    data = path.read_bytes()
+    path.write_bytes(data[:16] + struct.pack("<d", float("nan")) + data[24:])
+
+
+def _unnamed(export: Path) -> None:
+    manifest = json.loads((export / "manifest.json").read_text())
+    del manifest["lr"]
+    manifest["config"].update(lr_schedule="cosine", lr_min=0.0)
+    (export / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (_truncate, "lr.bin: not the otpnn rate file of this export"),
+        (_nan, "lr.bin: not the otpnn rate file of this export"),
+        (_unnamed, 'manifest.json: the config\'s learning rate is scheduled (lr_schedule "cosine"'),
+    ],
+    ids=["truncated", "nan", "scheduled-without-file"],
+)
+def test_a_bad_rate_file_is_refused_with_one_message_exit_2(
+    shared, mix_env, tmp_path, damage, says
+) -> None:
+    export = tmp_path / "export"
+    shutil.copytree(shared["export"], export)
+    damage(export)
+    args = ["--workers", "1", "--report", str(tmp_path / "never.json")]
+    done = _run(["mix", "otpnn_ref.train", str(export), *args], ELIXIR, mix_env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert says in done.stderr
+    assert "** (" not in done.stderr  # one message, no Elixir exception trace
+    assert not (tmp_path / "never.json").exists()
