@@ -84,8 +84,8 @@ defmodule OtpnnRef.Export do
     end
   end
 
-  # A NaN or infinity does not match a float segment, so it is skipped by the comprehension:
-  # the count check below catches it along with a wrong size.
+  # A NaN or infinity does not match a float segment and a negative rate is filtered out, so
+  # either leaves fewer rates than updates: the count check catches them with a wrong size.
   defp read_rates!(file, per_epoch, epochs) do
     rates =
       case File.read!(file) do
