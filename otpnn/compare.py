@@ -45,15 +45,9 @@ SAME_FIELDS = (
 # The algorithm's fields, with the value a report that predates them (or the Elixir
 # reference's, which trains sync SGD) means; local SGD's arithmetic depends on the worker count.
 ALGORITHM_FIELDS = {"algorithm": "sync", "sync_every": 8, "warmup_steps": 0, "staleness": 2}
-# The learning-rate schedule's fields, with the value a report that predates schedules means
-# (a constant rate, whatever TrainConfig's default is today).
-SCHEDULE_FIELDS = {
-    "lr_schedule": "constant",
-    "lr_step_epochs": 1,
-    "lr_gamma": 0.1,
-    "lr_min": 0.0,
-    "lr_warmup_steps": 0,
-}
+# The learning-rate schedule's own fields: only those of the report's schedule are compared (a
+# constant run's lr_gamma is whatever the default was, which changes nothing).
+SCHEDULE_FIELDS = {"step": ("lr_step_epochs", "lr_gamma"), "cosine": ("lr_min",)}
 ROW_FIELDS = ("epoch", "seconds", "samples_per_second", "train_loss", "train_accuracy")
 DEFAULT_RTOL = 1e-3
 DEFAULT_ACC_ATOL = 0.005
@@ -188,10 +182,15 @@ def check_comparable(reports: list[Report]) -> list[str]:
 def _algorithm_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """How two reports' algorithms and rate schedules differ (local SGD: the worker count is
     part of the algorithm)."""
-    defaults = {**ALGORITHM_FIELDS, **SCHEDULE_FIELDS}
-    fields = {f: (a.get(f, d), b.get(f, d)) for f, d in defaults.items()}
+    fields = {f: (a.get(f, d), b.get(f, d)) for f, d in ALGORITHM_FIELDS.items()}
     if "local-sgd" in fields["algorithm"]:
         fields["workers"] = (a.get("workers"), b.get("workers"))
+    # A report that predates schedules trained at a constant rate without warm-up.
+    kinds = (a.get("lr_schedule", "constant"), b.get("lr_schedule", "constant"))
+    fields["lr_schedule"] = kinds
+    fields["lr_warmup_steps"] = (a.get("lr_warmup_steps", 0), b.get("lr_warmup_steps", 0))
+    if kinds[0] == kinds[1]:
+        fields |= {f: (a.get(f), b.get(f)) for f in SCHEDULE_FIELDS.get(kinds[0], ())}
     return [f"{f}: {x!r} vs {y!r}" for f, (x, y) in fields.items() if x != y]
 
 

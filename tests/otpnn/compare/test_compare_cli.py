@@ -169,11 +169,17 @@ def test_reports_of_different_rate_schedules_are_refused_and_none_means_constant
     old = write(tmp_path, "old.json", report("elixir-reference", 2, 1.0))  # predates schedules
     result = run(old, write(tmp_path, "cosine.json", cosine))
     assert result.exit_code == 2
-    assert "lr_schedule: 'constant' vs 'cosine'; lr_min: 0.0 vs 0.01; lr_warmup_steps: 0 vs 5" in (
-        result.output
-    )
+    assert "lr_schedule: 'constant' vs 'cosine'; lr_warmup_steps: 0 vs 5" in result.output
+    step = report("otpnn", 2, 1.0)
+    step["config"].update(lr_schedule="step", lr_step_epochs=4, lr_gamma=0.1, lr_warmup_steps=0)
+    other = copy.deepcopy(step)
+    other["config"].update(lr_step_epochs=1, lr_gamma=0.5)
+    result = run(write(tmp_path, "s4.json", step), write(tmp_path, "s1.json", other))
+    assert result.exit_code == 2
+    assert "lr_step_epochs: 4 vs 1; lr_gamma: 0.1 vs 0.5" in result.output
+    # A constant rate is a constant rate, whatever the other schedules' (default) fields say.
     constant = report("otpnn", 2, 1.0)
-    constant["config"].update(lr_schedule="constant", lr_min=0.0, lr_warmup_steps=0)
+    constant["config"].update(lr_schedule="constant", lr_step_epochs=4, lr_min=0.0)
     assert run(old, write(tmp_path, "constant.json", constant)).exit_code == 0
 
 

@@ -154,14 +154,16 @@ def test_in_float64_on_both_sides_they_agree_to_rounding_of_the_sums(tmp_path, m
     assert verdict.notes == []  # same dtype, same dataset: nothing to qualify
 
 
-@pytest.mark.parametrize(
-    "schedule",
-    [
-        ["--lr-schedule", "cosine", "--lr-min", "0.01"],
-        ["--lr-schedule", "step", "--lr-gamma", "0.3", "--lr-warmup-steps", "5"],
+SCHEDULES = {
+    "cosine": ["--lr-schedule", "cosine", "--lr-min", "0.01"],
+    "step-warmup": [
+        "--lr-schedule", "step", "--lr-step-epochs", "1", "--lr-gamma", "0.3",
+        "--lr-warmup-steps", "5",
     ],
-    ids=["cosine", "step-warmup"],
-)
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES.values(), ids=SCHEDULES.keys())
 def test_the_elixir_reference_follows_the_exported_learning_rates(
     tmp_path, mix_env, schedule
 ) -> None:

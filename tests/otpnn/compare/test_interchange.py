@@ -78,7 +78,9 @@ def test_manifest_of_another_format_is_refused(exported) -> None:
     "cfg",
     [
         CFG,
-        dataclasses.replace(CFG, lr_schedule="step", lr_min=0.0, lr_gamma=0.5, lr_warmup_steps=5),
+        dataclasses.replace(
+            CFG, lr_schedule="step", lr_min=0.0, lr_step_epochs=1, lr_gamma=0.5, lr_warmup_steps=5
+        ),
         dataclasses.replace(CFG, lr_schedule="constant", lr_min=0.0, lr_warmup_steps=0),
     ],
     ids=["cosine", "step-warmup", "constant"],
