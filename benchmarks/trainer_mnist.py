@@ -5,15 +5,17 @@ For each network and batch size, one epoch of MNIST with:
 - the plain loop: one process, the whole batch in one GEMM chain, the update as whole-vector
   numpy in place; with 1 BLAS thread (the reference every ratio is to) and with 2 (what a user
   gets by giving numpy a second core);
-- two bound rows, what this machine allows right now: two processes running the plain loop's
+- three bound rows, what this machine allows right now: two processes running the plain loop's
   gradient maths on half a batch each at the same time, with no communication, then with a bare
-  shared-memory barrier after every step (no update, no actors);
+  shared-memory barrier after every step (no update, no actors), then also each updating its
+  half of the parameters before the barrier (a synchronous step with nothing exchanged);
 - otpnn's trainer with 1, 2 and 4 process workers and 1 and 2 thread workers (default shard size
   unless ``--shard-size``);
 
 all in one run, every runner once per round, the best of ``--repeat`` rounds counting (a machine
 whose speed drifts then drifts under all of them alike). Prints seconds and ratios (> 1 is
-faster than the 1-thread plain loop; the otpnn rows also as a ratio to the barrier bound),
+faster than the 1-thread plain loop; the otpnn rows also as a ratio to the barrier bound and
+to the barrier bound with the update),
 checks that every otpnn run of a (network, batch) ends with the same checksum, measures the
 proportional memory (PSS) of a whole job with 4 process workers on the widest network, writes
 the table as JSON and draws speed-up against network width to a PNG.
@@ -52,6 +54,7 @@ SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 QUICK = {"networks": "128x64,512x512", "batch_sizes": "64,256", "process_workers": "1,2",
          "thread_workers": "", "repeat": 1}  # fmt: skip
 BARRIER = "2 x half, barrier"
+UPDATE_BARRIER = "2 x half+update, barrier"
 
 
 def plain_epoch(cfg: TrainConfig, dataset: Dataset, threads: int) -> tuple[float, str]:
@@ -72,21 +75,30 @@ def plain_epoch(cfg: TrainConfig, dataset: Dataset, threads: int) -> tuple[float
         return time.perf_counter() - start, ""
 
 
-def _half_batch_loop(cfg: TrainConfig, rows: int, start, seconds, steps_done, me: int) -> None:
+def _half_batch_loop(
+    cfg: TrainConfig, rows: int, start, seconds, steps_done, rank: tuple[int, int], update: bool
+) -> None:
     """In a child: the gradient maths of one epoch on ``rows`` samples a step, timed from
     when every child is ready; with ``steps_done`` (a shared array, one cell per child), each
-    step also waits until every child has finished it."""
+    step also waits until every child has finished it; with ``update``, each child also
+    updates its own share of the parameters after its gradient (as a synchronous worker must,
+    but with nothing exchanged)."""
     with threadpool_limits(1):
         data = load_dataset(cfg, download=False)
         images, labels = data.train_images, data.train_labels
         params = init_params(cfg)
         grad = np.empty_like(params)
+        me, of = rank
+        share = slice(me * len(params) // of, (me + 1) * len(params) // of)
+        opt = SGD(cfg.lr, cfg.momentum, cfg.weight_decay)
         perm = epoch_permutation(len(labels), cfg.seed, 1)
         start.wait()
         begin = time.perf_counter()
         for step in range(steps_per_epoch(len(labels), cfg.batch_size)):
             idx = batch_indices(perm, step, cfg.batch_size)[:rows]
             shard_gradient(params, cfg.layer_sizes, cfg.activation, images[idx], labels[idx], grad)
+            if update:
+                opt.step(params[share], grad[share], cfg.batch_size)
             if steps_done is not None:
                 steps_done[me] = step + 1
                 while min(steps_done) <= step:
@@ -94,14 +106,19 @@ def _half_batch_loop(cfg: TrainConfig, rows: int, start, seconds, steps_done, me
         seconds.put(time.perf_counter() - begin)
 
 
-def parallel_bound(cfg: TrainConfig, synchronous: bool, processes: int = 2) -> tuple[float, str]:
-    """Seconds of the slowest of ``processes`` half-batch loops run at once."""
+def parallel_bound(
+    cfg: TrainConfig, synchronous: bool, update: bool = False, processes: int = 2
+) -> tuple[float, str]:
+    """Seconds of the slowest of ``processes`` loops on a share of the batch run at once."""
     ctx = multiprocessing.get_context("forkserver")
     start, seconds = ctx.Barrier(processes), ctx.Queue()
     steps_done = ctx.Array("q", processes, lock=False) if synchronous else None
     rows = -(-cfg.batch_size // processes)
     children = [
-        ctx.Process(target=_half_batch_loop, args=(cfg, rows, start, seconds, steps_done, i))
+        ctx.Process(
+            target=_half_batch_loop,
+            args=(cfg, rows, start, seconds, steps_done, (i, processes), update),
+        )
         for i in range(processes)
     ]
     for child in children:
@@ -175,6 +192,7 @@ def sweep_one(cfg: TrainConfig, dataset: Dataset, args: argparse.Namespace) -> d
         "plain, 2 BLAS threads": partial(plain_epoch, cfg, dataset, 2),
         "2 x half, no sync": partial(parallel_bound, cfg, False),
         BARRIER: partial(parallel_bound, cfg, True),
+        UPDATE_BARRIER: partial(parallel_bound, cfg, True, True),
     }
     kinds = [("process", w) for w in _ints(args.process_workers)]
     kinds += [("thread", w) for w in _ints(args.thread_workers)]
@@ -203,10 +221,15 @@ def sweep_one(cfg: TrainConfig, dataset: Dataset, args: argparse.Namespace) -> d
 def print_rows(row: dict) -> None:
     seconds = row["seconds"]
     plain, bound = seconds["plain, 1 BLAS thread"], seconds[BARRIER]
+    with_update = seconds[UPDATE_BARRIER]
     head = f"{row['network']:>9} {row['batch']:>5}"
     for label, s in seconds.items():
-        vs_bound = f"{bound / s:>6.2f}x bound" if label.startswith("otpnn") else ""
-        print(f"{head} {label:<22} {s:>8.3f} s {plain / s:>6.2f}x {vs_bound}", flush=True)
+        vs = (
+            f"{bound / s:>6.2f}x bound {with_update / s:>5.2f}x +update"
+            if label.startswith("otpnn")
+            else ""
+        )
+        print(f"{head} {label:<24} {s:>8.3f} s {plain / s:>6.2f}x {vs}", flush=True)
     same = "identical" if row["checksums_identical"] else "DIFFER"
     print(f"{head} shard size {row['shard_size']} ({row['shards']} a batch); checksums {same}")
 

@@ -25,7 +25,6 @@ last step (epochs x steps per epoch) and ``W`` the warm-up steps:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -81,4 +80,7 @@ class LrSchedule:
         """The hyperparameters of update ``step`` (from 1)."""
         if self.kind == "constant" and step > self.warmup_steps:
             return self.base
-        return dataclasses.replace(self.base, lr=self.lr(step))
+        lr = self.lr(step)
+        if lr == self.base.lr:
+            return self.base
+        return Hyper(lr, self.base.momentum, self.base.weight_decay)  # (replace() is slower)
