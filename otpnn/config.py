@@ -41,7 +41,8 @@ def default_shards_per_batch() -> int:
     Machine-dependent on purpose: on N cores N workers each take one shard of a step. The trained
     bits depend on the shard size, so reports and exports record the effective one, a resume is
     checked against it, and ``--shard-size`` reproduces a run made on any machine."""
-    return max(2, len(os.sched_getaffinity(0)))
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None  # not on macOS
+    return max(2, len(usable) if usable is not None else os.cpu_count() or 1)
 
 
 class ConfigError(UsageError, ValueError):

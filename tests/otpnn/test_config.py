@@ -128,3 +128,12 @@ def test_schedule_and_split_fields_round_trip_through_json():
     )
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     assert TrainConfig.from_dict({"val_split": 0.25}).val_split == 0.25
+
+
+def test_without_affinity_the_default_shard_follows_the_cpu_count(monkeypatch):
+    """macOS has no sched_getaffinity: the machine's CPU count stands in for it."""
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert TrainConfig(batch_size=256).effective_shard_size == 64
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # unknown: two shards
+    assert TrainConfig(batch_size=256).effective_shard_size == 128
