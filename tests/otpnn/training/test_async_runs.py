@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import structlog.testing
-from training_support import config, dataset, reference_sha, run_job
+from training_support import WORKER_FAULT_CASES, config, dataset, reference_sha, run_job
 
 from otpnn.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from otpnn.faults import Chaos, parse_fault
@@ -69,16 +69,7 @@ def test_a_killed_and_a_crashed_worker_have_their_queues_redone(backend) -> None
     assert sum(e.kind == "recovered" for e in events) == 2
 
 
-@pytest.mark.parametrize(
-    ("spec", "backend", "restarted"),
-    [
-        ("hang:worker=1@step=5", "thread", {"worker-1": 1}),
-        ("hang:worker=0@step=13", "process", {"worker-0": 1}),
-        ("exit:worker=0@step=13", "process", {"worker-0": 1}),
-        ("slow=0.2:worker=any@step=4", "thread", {}),
-        ("crash:worker=1@shard=30", "thread", {"worker-1": 1}),
-    ],
-)
+@pytest.mark.parametrize(("spec", "backend", "restarted"), WORKER_FAULT_CASES)
 def test_every_worker_fault_kind_is_survived_with_the_same_bits(spec, backend, restarted) -> None:
     """A hung worker is killed when its message's deadline passes, well before the job's
     watchdog would take the coordinator for hung (nothing else restarts)."""

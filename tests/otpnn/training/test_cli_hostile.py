@@ -84,7 +84,7 @@ def test_a_disk_that_fills_mid_run_fails_the_job_with_one_message(tmp_path, monk
 @pytest.mark.parametrize("delay", [0.1, 0.3, 0.8, 1.5])
 def test_ctrl_c_at_any_moment_exits_130_without_a_traceback(delay) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "otpnn", "train", *SMALL, "--epochs", "300", "--workers", "2"],
+        [sys.executable, "-m", "otpnn", "train", *SMALL, "--epochs", "3000", "--workers", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     time.sleep(delay)  # imports, data loading, the tree's start or training: each must hold

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import structlog.testing
-from training_support import config, dataset, reference_sha, run_job
+from training_support import WORKER_FAULT_CASES, config, dataset, reference_sha, run_job
 
 from otpnn.faults import Chaos, parse_fault
 from otpnn.model import params_sha256
@@ -53,16 +53,7 @@ def test_a_killed_and_a_crashed_worker_redo_their_shares_from_the_last_average(
     assert sum(e.kind == "recovered" for e in events) == 2
 
 
-@pytest.mark.parametrize(
-    ("spec", "backend", "restarted"),
-    [
-        ("hang:worker=1@step=5", "thread", {"worker-1": 1}),
-        ("hang:worker=0@step=13", "process", {"worker-0": 1}),
-        ("exit:worker=0@step=13", "process", {"worker-0": 1}),
-        ("slow=0.2:worker=any@step=4", "thread", {}),
-        ("crash:worker=1@shard=30", "thread", {"worker-1": 1}),
-    ],
-)
+@pytest.mark.parametrize(("spec", "backend", "restarted"), WORKER_FAULT_CASES)
 def test_every_worker_fault_kind_is_survived_with_the_same_bits(spec, backend, restarted) -> None:
     """A hung worker is killed when its share's deadline passes, well before the job's
     watchdog would take the coordinator for hung (nothing else restarts)."""

@@ -42,3 +42,14 @@ def run_job(cfg: TrainConfig, **options: object) -> tuple[str, TrainingJob]:
     job = TrainingJob(cfg, dataset(), JobOptions(**options))
     result = job.run()
     return params_sha256(result["params"]), job
+
+
+# A fault of each worker kind (spec, worker backend, restarts expected): the algorithms whose
+# contract covers recovered faults (local SGD, async) are each run against all of them.
+WORKER_FAULT_CASES = [
+    ("hang:worker=1@step=5", "thread", {"worker-1": 1}),
+    ("hang:worker=0@step=13", "process", {"worker-0": 1}),
+    ("exit:worker=0@step=13", "process", {"worker-0": 1}),
+    ("slow=0.2:worker=any@step=4", "thread", {}),
+    ("crash:worker=1@shard=30", "thread", {"worker-1": 1}),
+]
