@@ -31,6 +31,7 @@ from otpnn.config import (
     TrainConfig,
 )
 from otpnn.data import load_dataset
+from otpnn.entry import EARLY_SIGNAL
 from otpnn.faults import GRAMMAR, Chaos, parse_fault
 from otpnn.logdir import log_job
 from otpnn.logs import AboveTheBar, configure_logging
@@ -521,6 +522,8 @@ def _install_signal_handlers(job: TrainingJob) -> dict[str, int]:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+    if "signum" in EARLY_SIGNAL:  # a Ctrl-C during start-up that Python swallowed: honour it
+        handler(EARLY_SIGNAL["signum"], None)
     return received
 
 
