@@ -57,7 +57,7 @@ import numpy as np
 import pykka
 
 from otpnn.async_sgd import UpdateBuffers, VersionRing, apply_update
-from otpnn.model import num_params, shard_gradient
+from otpnn.model import num_params
 from otpnn.schedule import shard_bounds
 from otpnn.training import segments
 from otpnn.training.drivers.base import (
@@ -69,16 +69,12 @@ from otpnn.training.drivers.base import (
     loss_kind,
     send,
 )
-from otpnn.training.drivers.stepwise import Shard, ShardResult
+from otpnn.training.drivers.stepwise import Shard, ShardResult, compute_shards
 from otpnn.training.drivers.task import WorkerSide, WorkerTask
 from otpnn.training.fault_planner import Planned, split
 from supervision.reasons import describe
 from supervision.refs import ActorHandle
 from supervision.shm import ArrayDescriptor, SharedArray
-
-
-class WorkAbandoned(RuntimeError):
-    """The worker was killed while it computed: it writes nothing more."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,21 +96,9 @@ class ComputeStale(WorkerTask):
     def perform(self, worker: WorkerSide) -> tuple[ShardResult, ...]:
         if self.fault is not None:
             worker.inject(self.fault)
-        order = worker.order(self.epoch)
         params = worker.attach("async.ring", self.ring)[self.version_row]
         grads = worker.attach("async.grads", self.grads)[self.grad_slot]
-        images, labels = worker.images, worker.labels
-        results = []
-        for shard in self.shards:
-            if worker.killed.is_set():  # a killed thread's message: its redo owns the rows
-                raise WorkAbandoned(f"worker {worker.index} was killed while it computed")
-            rows = order[shard.lo : shard.hi]
-            loss_sum, correct = shard_gradient(
-                params, worker.sizes, worker.activation, images[rows], labels[rows],
-                grads[shard.index],
-            )  # fmt: skip
-            results.append(ShardResult(shard.index, loss_sum, correct))
-        return tuple(results)
+        return compute_shards(worker, self.epoch, self.shards, params, grads)
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,34 @@ class ShardResult:
     correct: int
 
 
+class WorkAbandoned(RuntimeError):
+    """The worker was killed while it computed: it writes nothing more."""
+
+
+def compute_shards(
+    worker: WorkerSide,
+    epoch: int,
+    shards: tuple[Shard, ...],
+    params: np.ndarray,
+    grads: np.ndarray,
+) -> tuple[ShardResult, ...]:
+    """A worker's part of a step or update: each shard's summed gradient on ``params``, into
+    its row ``grads[shard.index]``. A killed thread worker (whose thread Python cannot stop)
+    leaves before its next shard: the rows are its redo's now."""
+    order = worker.order(epoch)
+    results = []
+    for shard in shards:
+        if worker.killed.is_set():
+            raise WorkAbandoned(f"worker {worker.index} was killed while it computed")
+        rows = order[shard.lo : shard.hi]
+        loss_sum, correct = shard_gradient(
+            params, worker.sizes, worker.activation, worker.images[rows], worker.labels[rows],
+            grads[shard.index],
+        )  # fmt: skip
+        results.append(ShardResult(shard.index, loss_sum, correct))
+    return tuple(results)
+
+
 @dataclass(frozen=True, slots=True)
 class ComputeShards(WorkerTask):
     """Coordinator -> Worker: compute these shards against parameter version ``step``, row
@@ -75,19 +103,9 @@ class ComputeShards(WorkerTask):
     def perform(self, worker: WorkerSide) -> tuple[ShardResult, ...]:
         if self.fault is not None:
             worker.inject(self.fault)
-        order = worker.order(self.epoch)
         params = worker.attach("params", self.params)[(self.step - 1) % 2]
         grads = worker.attach("grads", self.grads)
-        images, labels = worker.images, worker.labels
-        results = []
-        for shard in self.shards:
-            rows = order[shard.lo : shard.hi]
-            loss_sum, correct = shard_gradient(
-                params, worker.sizes, worker.activation, images[rows], labels[rows],
-                grads[shard.index],
-            )  # fmt: skip
-            results.append(ShardResult(shard.index, loss_sum, correct))
-        return tuple(results)
+        return compute_shards(worker, self.epoch, self.shards, params, grads)
 
 
 @dataclass(frozen=True)
