@@ -3,30 +3,13 @@ contract (its own algorithm per worker count; one worker, or warm-up to the end,
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import pytest
+from training_support import config, dataset, reference_sha
 
 from otpnn.config import ConfigError, TrainConfig
-from otpnn.data import Dataset, synthetic_dataset
 from otpnn.local_sgd import RoundSchedule, average_into
 from otpnn.reference import train_reference
-
-BASE = {
-    "dataset": "synthetic", "synthetic_train": 768, "synthetic_test": 256, "epochs": 2,
-    "batch_size": 64, "shard_size": 16, "seed": 7,
-}  # fmt: skip
-
-
-@functools.cache
-def _data() -> Dataset:
-    return synthetic_dataset(7, 768, 256)
-
-
-@functools.cache
-def _sha(**overrides: object) -> str:
-    return train_reference(TrainConfig(**{**BASE, **overrides}), _data()).params_sha256
 
 
 def _rounds(schedule: RoundSchedule, first: int, last: int) -> list[tuple[int, ...]]:
@@ -68,21 +51,24 @@ def test_the_average_is_a_left_fold_in_rank_order_then_a_division() -> None:
 
 
 def test_one_worker_or_warmup_to_the_end_is_sync_sgd() -> None:
-    sync = _sha()
-    assert _sha(algorithm="local-sgd", workers=1, sync_every=5) == sync
-    assert _sha(algorithm="local-sgd", workers=3, sync_every=4, warmup_steps=24) == sync
+    sync = reference_sha()
+    assert reference_sha(algorithm="local-sgd", workers=1, sync_every=5) == sync
+    assert reference_sha(algorithm="local-sgd", workers=3, sync_every=4, warmup_steps=24) == sync
 
 
 def test_the_result_depends_on_the_worker_count_and_on_h() -> None:
-    two = _sha(algorithm="local-sgd", workers=2, sync_every=4)
-    assert len({_sha(), two, _sha(algorithm="local-sgd", workers=3, sync_every=4)}) == 3
-    assert two != _sha(algorithm="local-sgd", workers=2, sync_every=2)
-    assert two != _sha(algorithm="local-sgd", workers=2, sync_every=4, warmup_steps=5)
+    two = reference_sha(algorithm="local-sgd", workers=2, sync_every=4)
+    assert (
+        len({reference_sha(), two, reference_sha(algorithm="local-sgd", workers=3, sync_every=4)})
+        == 3
+    )
+    assert two != reference_sha(algorithm="local-sgd", workers=2, sync_every=2)
+    assert two != reference_sha(algorithm="local-sgd", workers=2, sync_every=4, warmup_steps=5)
 
 
 def test_local_sgd_learns() -> None:
-    cfg = TrainConfig(**{**BASE, "algorithm": "local-sgd", "workers": 2, "sync_every": 4})
-    history = train_reference(cfg, _data()).history
+    cfg = config(algorithm="local-sgd", workers=2, sync_every=4)
+    history = train_reference(cfg, dataset()).history
     assert history[-1]["test_accuracy"] > 0.9
 
 

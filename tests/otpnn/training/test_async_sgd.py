@@ -3,31 +3,21 @@ is sync SGD bit for bit; each staleness is its own algorithm; the config's rules
 
 from __future__ import annotations
 
-import functools
 import re
 
 import numpy as np
 import pytest
+from training_support import config, dataset, reference_sha
 
 from otpnn.async_sgd import VersionRing
 from otpnn.config import ConfigError, TrainConfig
-from otpnn.data import Dataset, synthetic_dataset
 from otpnn.reference import train_reference
 
-BASE = {
-    "dataset": "synthetic", "synthetic_train": 768, "synthetic_test": 256, "epochs": 2,
-    "batch_size": 64, "shard_size": 16, "seed": 7, "lr": 0.1,
-}  # fmt: skip
+LR = {"lr": 0.1}  # every async reference here trains at this rate
 
 
-@functools.cache
-def _data() -> Dataset:
-    return synthetic_dataset(7, 768, 256)
-
-
-@functools.cache
 def _sha(**overrides: object) -> str:
-    return train_reference(TrainConfig(**{**BASE, **overrides}), _data()).params_sha256
+    return reference_sha(**LR, **overrides)
 
 
 def test_the_ring_keeps_the_last_versions_and_the_initial_one_before_update_1() -> None:
@@ -56,8 +46,8 @@ def test_the_result_depends_on_the_staleness() -> None:
 
 
 def test_async_sgd_learns() -> None:
-    cfg = TrainConfig(**{**BASE, "algorithm": "async", "staleness": 2})
-    assert train_reference(cfg, _data()).history[-1]["test_accuracy"] > 0.9
+    cfg = config(**LR, algorithm="async", staleness=2)
+    assert train_reference(cfg, dataset()).history[-1]["test_accuracy"] > 0.9
 
 
 @pytest.mark.parametrize(
