@@ -186,6 +186,11 @@ class TrainConfig:
         d["hidden"] = list(self.hidden)
         return d
 
+    def to_record(self) -> dict[str, Any]:
+        """:meth:`to_dict` with the effective shard size, as reports, checkpoints and exports
+        record a run: a default derived from the machine's cores would not reproduce it."""
+        return {**self.to_dict(), "shard_size": self.effective_shard_size}
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         if not isinstance(d, dict):

@@ -161,7 +161,7 @@ def export_init(
         files = {role: str(_mnist_file(src, base)) for role, base in FILES.items()}
     manifest = {
         "format": FORMAT,
-        "config": {**cfg.to_dict(), "shard_size": cfg.effective_shard_size},
+        "config": cfg.to_record(),
         "layer_sizes": list(cfg.layer_sizes),
         "init": INIT_FILE,
         "order": ORDER_FILE,

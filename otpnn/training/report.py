@@ -74,8 +74,8 @@ def build_report(
     protocol: str | None = None,
     faults: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
-    cfg = config.to_dict()
-    cfg.update(workers=workers, shard_size=config.effective_shard_size, dataset_name=dataset)
+    cfg = config.to_record()
+    cfg.update(workers=workers, dataset_name=dataset)
     return {
         "schema": SCHEMA,
         "system": "otpnn",

@@ -57,7 +57,7 @@ def read_resume_point(path: Path, config: TrainConfig, n_train: int) -> Snapshot
     saved = meta.get("config")
     if not isinstance(saved, dict):
         raise ResumeError(f"{path}: its metadata has no config")
-    now = arithmetic_config(config)
+    now = config.to_record()
     defaults = TrainConfig().to_dict()  # a field added since the checkpoint: its default
     resumable = LOCAL_SGD_RESUMABLE if config.algorithm == "local-sgd" else RESUMABLE_FIELDS
     if config.lr_schedule == "cosine":  # its rate at every step depends on the run's length
@@ -151,12 +151,6 @@ def _best(
     return Best(epoch, accuracy, extra["best_params"])
 
 
-def arithmetic_config(config: TrainConfig) -> dict[str, Any]:
-    """The config as a checkpoint records it: with the effective shard size, which a default
-    derives from the machine's cores, so that a resume elsewhere is checked against it."""
-    return {**config.to_dict(), "shard_size": config.effective_shard_size}
-
-
 def write_snapshot(path: Path, config: TrainConfig, snap: Snapshot, *, epoch_end: bool) -> None:
     """Write ``snap`` atomically to ``path`` (its directory made if need be)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +161,7 @@ def write_snapshot(path: Path, config: TrainConfig, snap: Snapshot, *, epoch_end
         "step": snap.step,
         "epoch_end": epoch_end,
         "seed": config.seed,
-        "config": arithmetic_config(config),
+        "config": config.to_record(),
         "history": snap.history,
         "epoch_loss_sum": tally.loss_sum,
         "epoch_correct": tally.correct,
