@@ -144,27 +144,36 @@ def _pss_bytes(pid: int) -> int:
     )
 
 
-def _workers_of_this_run() -> list[int]:
-    pids = []
+def _descendants(root: int) -> list[int]:
+    """The processes below ``root`` (its workers come from its forkserver): another job's
+    workers on the machine are not this run's."""
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            try:
-                if (entry / "cmdline").read_bytes().startswith(b"otpnn worker-"):
-                    pids.append(int(entry.name))
-            except OSError:
+            try:  # the field after "(comm)" is the parent's pid
+                parents[int(entry.name)] = int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+                )
+            except (OSError, IndexError, ValueError):
                 continue
-    return pids
+    found, frontier = [], [root]
+    while frontier:
+        children = [pid for pid, ppid in parents.items() if ppid in frontier]
+        found += children
+        frontier = children
+    return found
 
 
 def peak_job_memory(cfg: TrainConfig, dataset: Dataset) -> int:
     """Peak proportional set size (shared pages counted once, split among their sharers) of
-    this process plus its worker processes while ``cfg`` trains an epoch."""
+    this process and every process below it (forkserver, workers) while ``cfg`` trains an
+    epoch."""
     peak, done = 0, threading.Event()
 
     def sample() -> None:
         nonlocal peak
         while not done.wait(0.2):
-            pids = [os.getpid(), *_workers_of_this_run()]
+            pids = [os.getpid(), *_descendants(os.getpid())]
             peak = max(peak, sum(_pss_bytes(pid) for pid in pids))
 
     sampler = threading.Thread(target=sample)
