@@ -1,5 +1,5 @@
 """Asynchronous SGD with a fixed staleness: the algorithm and its arithmetic, shared by the async
-driver (:mod:`otpnn.training.drivers.async_sgd`) and its serial reference
+driver (:mod:`otpnn.training.drivers.async_stepwise`) and its serial reference
 (:mod:`otpnn.reference_async`), so both do the same arithmetic in the same order.
 
 For staleness ``S`` (an integer >= 1), updates numbered from 1 across epochs (one per batch, as
@@ -93,11 +93,15 @@ def apply_update(
     step: int,
     rows: int,
     buffers: UpdateBuffers,
+    *,
+    velocity_out: np.ndarray | None = None,
 ) -> None:
     """Update ``step``: the shard gradients ``grads`` of its ``rows`` samples added in shard
-    order, applied to version ``step - 1`` and the momentum buffer (updated in place), into
-    version ``step``'s row (in cache-sized chunks: the bits of the whole-vector calls)."""
+    order, applied to version ``step - 1`` and the momentum buffer ``velocity`` into version
+    ``step``'s row and ``velocity_out`` (by default ``velocity`` itself, updated in place), in
+    cache-sized chunks: the bits of the whole-vector calls."""
     reduce_and_update(
         hyper, grads, ring.version(step - 1), velocity, rows, params_out=ring.version(step),
-        velocity_out=velocity, acc=buffers.acc, scratch=buffers.scratch,
+        velocity_out=velocity if velocity_out is None else velocity_out, acc=buffers.acc,
+        scratch=buffers.scratch,
     )  # fmt: skip

@@ -157,12 +157,7 @@ class FaultPlanner:
         """The fault worker ``index`` acts out at ``step`` computing ``shards`` (indices in the
         step's batch), if any: a due planned one not ``taken`` (``worker=any`` only for the
         ``first`` worker), else a chaos strike. Not marked fired."""
-        book = self.book
-        candidates = book.due("worker", "step", step) + book.due("worker", "epoch", epoch)
-        if shards:
-            reached = self.batches.shards_before(step - 1) + shards[-1] + 1
-            candidates += book.due("worker", "shard", reached)
-        for fault_id, fault in candidates:
+        for fault_id, fault in self._due(step, epoch, shards):
             if taken is not None and fault_id in taken:
                 continue
             if fault.worker is None and not first:
@@ -174,6 +169,15 @@ class FaultPlanner:
         if chaos is not None and any(chaos.strikes(step, s, attempt) for s in shards):
             return Planned(step, "crash", None, None)
         return None
+
+    def _due(self, step: int, epoch: int, shards: range) -> list[tuple[int, Fault]]:
+        """Unfired worker faults due for work on ``shards`` of ``step``, in plan order."""
+        book = self.book
+        candidates = book.due("worker", "step", step) + book.due("worker", "epoch", epoch)
+        if shards:
+            reached = self.batches.shards_before(step - 1) + shards[-1] + 1
+            candidates += book.due("worker", "shard", reached)
+        return candidates
 
     def plan_run(
         self, first: int, last: int, epoch: int, indices: Sequence[int]
@@ -194,6 +198,36 @@ class FaultPlanner:
                         taken.add(found.fault_id)
                     plans[rank].append(found)
         return plans
+
+    def plan_turns(
+        self, first: int, last: int, epoch: int, indices: Sequence[int]
+    ) -> tuple[list[int], list[list[Planned]]]:
+        """For ranks that each compute whole steps: which rank computes each of steps
+        ``first..last``, and per rank the faults it acts out. The ranks take turns (rank r:
+        steps first + r, first + r + R, ...), except that a worker which a due fault names
+        takes over the turn of the step where it is due (swapping turns with its owner), so
+        that the fault fires there."""
+        turns = list(range(len(indices)))  # turns[k]: the rank of turn k of each round
+        owners: list[int] = []
+        plans: list[list[Planned]] = [[] for _ in indices]
+        taken: set[int] = set()
+        for step in range(first, last + 1):
+            shards = range(len(self.batches.shards(step)[1]))
+            turn = (step - first) % len(indices)
+            named = [f.worker for i, f in self._due(step, epoch, shards) if i not in taken]
+            for worker in named:
+                if worker in indices:
+                    k = turns.index(indices.index(worker))
+                    turns[turn], turns[k] = turns[k], turns[turn]
+                    break
+            rank = turns[turn]
+            owners.append(rank)
+            found = self.for_worker(step, epoch, indices[rank], shards, first=True, taken=taken)
+            if found is not None:
+                if found.fault_id is not None:
+                    taken.add(found.fault_id)
+                plans[rank].append(found)
+        return owners, plans
 
     def reached(
         self, plans: Sequence[Sequence[Planned]], indices: Sequence[int], steps: Sequence[int]

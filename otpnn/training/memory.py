@@ -93,11 +93,11 @@ def job_memory(config: TrainConfig) -> MemoryNeed:
         shared["local SGD: the average and a replica per worker"] = 2 * (1 + workers) * params
         # A share's private replica (2) and buffers (a row per shard, reduction, scratch).
         private["local SGD: workers' replicas"] = workers * (2 + shards + 2) * params
-    if config.algorithm == "async":  # see otpnn.training.drivers.async_sgd
+    if config.algorithm == "async":  # see otpnn.training.drivers.async_*
         s = config.staleness
-        shared[f"async: {s + 1} parameter versions and {s} updates' gradient rows"] = (
-            s + 1 + s * shards
-        ) * params
+        shared[f"async: {s + 1} parameter versions"] = (s + 1) * params
+        # Gradient rows: S updates' in shared memory (stepwise), or each worker's (lockstep).
+        shared["async: gradient rows"] = max(s, workers) * shards * params
         private["async: the momentum buffer"] = params
     if config.backend == "process":
         private["worker processes"] = workers * PROCESS_OVERHEAD

@@ -4,11 +4,9 @@ The CLI, the service and the Python API all call :func:`resolve` (``TrainingJob`
 construction), so a combination is accepted or refused the same way everywhere, with the same
 message, before anything starts:
 
-- the protocol: the caller's wish (``auto``, or a driver's name) against what the backend's
-  workers and this machine support; ``auto`` takes the first driver that can
-  (see :mod:`otpnn.training.drivers`);
-- the algorithm: one other than ``sync`` runs its own driver (``--protocol`` must be ``auto``),
-  if the backend's workers support it;
+- the protocol: the caller's wish (``auto``, ``lockstep`` or ``stepwise``) among the
+  algorithm's protocols, against what the backend's workers and this machine support; ``auto``
+  takes the first that can (see :mod:`otpnn.training.drivers`); local SGD has one protocol;
 - fault targets: a fault for worker I needs I < the worker count;
 - Ray: ``ray_address`` only with the ray backend, which needs Ray installed;
 - resuming needs a checkpoint directory.
@@ -24,7 +22,7 @@ from dataclasses import dataclass
 from otpnn.config import TrainConfig
 from otpnn.errors import UsageError
 from otpnn.faults import Chaos, Fault
-from otpnn.training.drivers import ALGORITHM_DRIVERS, DRIVERS
+from otpnn.training.drivers import ALGORITHM_PROTOCOLS, DRIVERS
 
 AUTO = "auto"
 PROTOCOLS = (AUTO, *DRIVERS)  # what a caller may ask for
@@ -77,39 +75,30 @@ def resolve(config: TrainConfig, options: JobOptions) -> RunPlan:
     if options.resume and not options.checkpoint_dir:
         raise OptionsError("--resume needs --checkpoint-dir (where the checkpoint is)")
     check_fault_targets(options.faults, workers)
-    if config.algorithm != "sync":
-        return RunPlan(workers, resolve_algorithm(config.algorithm, config.backend, options))
-    return RunPlan(workers, resolve_protocol(config.backend, options.protocol))
+    return RunPlan(workers, resolve_protocol(config.algorithm, config.backend, options.protocol))
 
 
-def resolve_algorithm(algorithm: str, backend: str, options: JobOptions) -> str:
-    """An algorithm other than sync is its own driver; ``--protocol`` chooses among sync's."""
-    if options.protocol != AUTO:
+def resolve_protocol(algorithm: str, backend: str, wish: str) -> str:
+    """The driver (its name) that runs ``algorithm`` on ``backend``'s workers: the protocol
+    ``wish`` if it can, else OptionsError; for ``auto`` the algorithm's first that can."""
+    protocols = ALGORITHM_PROTOCOLS[algorithm]
+    if wish == AUTO:
+        for driver in protocols.values():
+            if driver.unsupported(backend) is None:
+                return driver.name
+        raise OptionsError(f"no protocol supports the {backend} backend on this machine")
+    wished = protocols.get(wish)
+    if wished is None and wish not in DRIVERS:
+        raise OptionsError(f"unknown protocol {wish!r}; expected one of {', '.join(PROTOCOLS)}")
+    if wished is None:
         raise OptionsError(
-            f"--protocol {options.protocol} applies to --algorithm sync; "
+            f"--protocol {wish} applies to --algorithm sync and async; "
             f"--algorithm {algorithm} has a protocol of its own"
         )
-    why = ALGORITHM_DRIVERS[algorithm].unsupported(backend)
-    if why is not None:
-        raise OptionsError(f"--algorithm {algorithm} with --backend {backend}: {why}")
-    return algorithm
-
-
-def resolve_protocol(backend: str, wish: str) -> str:
-    """The driver for ``backend``'s workers: ``wish`` if it can run them, else OptionsError;
-    for ``auto`` the first driver that can."""
-    if wish == AUTO:
-        for name, driver in DRIVERS.items():
-            if driver.unsupported(backend) is None:
-                return name
-        raise OptionsError(f"no protocol supports the {backend} backend on this machine")
-    wished = DRIVERS.get(wish)
-    if wished is None:
-        raise OptionsError(f"unknown protocol {wish!r}; expected one of {', '.join(PROTOCOLS)}")
     why = wished.unsupported(backend)
     if why is not None:
         raise OptionsError(f"--protocol {wish} with --backend {backend}: {why}")
-    return wish
+    return wished.name
 
 
 def check_fault_targets(faults: Iterable[Fault], workers: int) -> None:

@@ -18,7 +18,7 @@ import ray
 from ray import ObjectRef
 
 from otpnn.async_sgd import VersionRing
-from otpnn.training.drivers.async_sgd import AsyncArrays
+from otpnn.training.drivers.async_stepwise import AsyncArrays
 from otpnn.training.drivers.base import Host
 from otpnn.training.drivers.stepwise import Shard, ShardResult
 from otpnn.training.ray_backend import EpochOrder, RayComputeShards, ShardGradient

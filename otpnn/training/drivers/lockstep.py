@@ -37,6 +37,7 @@ from otpnn.training.drivers.base import (
     send,
 )
 from otpnn.training.drivers.lockstep_rank import LockstepSegments, RunSteps
+from otpnn.training.drivers.task import WorkerTask
 from otpnn.training.fault_planner import Planned
 from supervision.reasons import describe
 from supervision.refs import ActorHandle
@@ -118,18 +119,15 @@ class LockstepDriver(Driver):
         self._run_id += 1
         control[0, ranks.RUN] = self._run_id
         indices = [index for index, _ in workers]
-        plans = host.planner.plan_run(first, last, epoch, indices)
-        segments = self._descriptors()
+        plans = self._plan(first, last, epoch, indices)
         pending: dict[int, tuple[int, ActorHandle, pykka.Future[Any] | None]] = {}
         for rank, (index, worker) in enumerate(workers):
-            msg = RunSteps(
-                self._run_id, rank, len(workers), first, last, epoch, segments, host.batches,
-                host.lr_schedule, tuple((p.step, p.action) for p in plans[rank]),
-            )  # fmt: skip
+            faults = tuple((p.step, p.action) for p in plans[rank])
+            msg = self._message(rank, len(workers), first, last, epoch, faults)
             pending[rank] = (index, worker, send(worker, msg))
         run = _Run(self._run_id, first, epoch, workers, plans, pending)
         self._watch(run)
-        done = ranks.completed_steps(control, run.id, len(workers), first - 1)
+        done = self._completed(run, first - 1)
         self._fired(run)
         for lost in run.lost:
             host.failure(done + 1, lost.index, lost.worker, lost.kind, lost.reason)
@@ -157,7 +155,7 @@ class LockstepDriver(Driver):
             now = time.monotonic()
             if (moved := progress.sum()) != seen:  # steps done, then faults reached: in order
                 seen, moved_at = moved, now
-                live = ranks.completed_steps(control, run.id, len(run.workers), run.first - 1)
+                live = self._completed(run, run.first - 1)
                 if live > shown:
                     shown = live
                     host.show_progress(live, run.epoch)
@@ -213,11 +211,30 @@ class LockstepDriver(Driver):
         for fired in self.host.planner.reached(run.plans, indices, reached):
             self.host.fault_fired(fired.planned, fired.planned.step, fired.index)
 
-    def _descriptors(self) -> LockstepSegments:
-        return LockstepSegments(
+    # -- what a protocol of this family says for itself ----------------------------------------
+    def _plan(self, first: int, last: int, epoch: int, indices: list[int]) -> list[list[Planned]]:
+        """Per rank, the faults it acts out in the run (each rank computes a share of every
+        step here)."""
+        return self.host.planner.plan_run(first, last, epoch, indices)
+
+    def _message(
+        self, rank: int, n_ranks: int, first: int, last: int, epoch: int,
+        faults: tuple[tuple[int, str], ...],
+    ) -> WorkerTask:  # fmt: skip
+        """What starts rank ``rank`` of ``n_ranks`` on the run."""
+        segments = LockstepSegments(
             self._params.descriptor(),
             self._velocity.descriptor(),
             self._grads.descriptor(),
             self._stats.descriptor(),
             self._control.descriptor(),
         )
+        host = self.host
+        return RunSteps(
+            self._run_id, rank, n_ranks, first, last, epoch, segments, host.batches,
+            host.lr_schedule, faults,
+        )  # fmt: skip
+
+    def _completed(self, run: _Run, before_first: int) -> int:
+        """The last step whose state is whole, as the run's control cells say."""
+        return ranks.completed_steps(self._control.array, run.id, len(run.workers), before_first)

@@ -160,6 +160,64 @@ class RankArrays:
     control: np.ndarray
 
 
+class RankControl:
+    """A rank's side of a run's control cells: its own cells, the abort check, and waiting for
+    the other ranks (the barrier described in the module, which the async protocol shares)."""
+
+    def __init__(
+        self,
+        control: np.ndarray,
+        run: int,
+        rank: int,
+        killed: threading.Event,
+        threads_key: str | None,
+    ) -> None:
+        """``threads_key``: set when the ranks are threads of one process (any string the
+        ranks of a run share, e.g. the control segment's name); None for process ranks."""
+        self.control, self.run = control, run
+        self._cell = control[1 + rank]
+        self._killed = killed
+        self._cond = _condition(threads_key) if threads_key is not None else None
+
+    def publish(self, cell: int, value: int) -> None:
+        """Set this rank's ``cell`` to ``value`` of this run, and wake waiting thread ranks."""
+        self.check()
+        self._cell[cell] = tag(self.run, value)
+        if self._cond is not None:
+            with self._cond:
+                self._cond.notify_all()
+
+    def check(self) -> None:
+        """Before any write: is this run still current, and this worker still alive? (A killed
+        thread worker's thread runs on until it returns; it must not write any more.)"""
+        control = self.control
+        if self._killed.is_set() or control[0, RUN] != self.run:
+            raise RunAborted
+        if control[0, ABORT] == self.run:
+            raise RunAborted
+
+    def wait_until(self, ready: Callable[[], bool]) -> None:
+        """Until ``ready()`` (a look at other ranks' cells); RunAborted if aborted first."""
+        if ready():
+            return
+        if self._cond is not None:
+            with self._cond:
+                while not ready():
+                    self.check()
+                    self._cond.wait(THREAD_WAIT_SECONDS)
+            return
+        started = time.perf_counter()
+        while not ready():
+            self.check()
+            waited = time.perf_counter() - started
+            if waited < SPIN_SECONDS:
+                continue
+            if waited < YIELD_SECONDS:
+                os.sched_yield()  # releases the GIL too: thread workers share one interpreter
+            else:
+                time.sleep(SLEEP_SECONDS)
+
+
 class Rank:
     """One worker's part in a run: the loop of steps above, for rank ``msg.rank``."""
 
@@ -173,13 +231,11 @@ class Rank:
         killed: threading.Event,
         threads_key: str | None = None,
     ) -> None:
-        """``threads_key``: set when the ranks are threads of one process (any string the
-        ranks of a run share, e.g. the control segment's name); None for process ranks."""
+        """``threads_key``: see :class:`RankControl`."""
         self.msg, self.a = msg, arrays
-        self._cond = _condition(threads_key) if threads_key is not None else None
+        self._ctl = RankControl(arrays.control, msg.run, msg.rank, killed, threads_key)
         self._activation = activation
-        self._act_out, self._killed = act_out, killed
-        self._cell = arrays.control[1 + msg.rank]
+        self._act_out = act_out
         self._peers = arrays.control[1 : 1 + msg.ranks, PROGRESS]
         n = arrays.params.shape[1]
         self._lo, self._hi = split(n, msg.ranks, msg.rank)
@@ -189,19 +245,19 @@ class Rank:
         self._scratch = np.empty_like(self._acc)
 
     def run(self) -> int | None:
-        msg = self.msg
+        msg, ctl = self.msg, self._ctl
         faults = dict(msg.faults)
         try:
             for t in range(msg.first, msg.last + 1):
                 if t in faults:
-                    self._cell[FAULT] = tag(msg.run, t)
+                    ctl.publish(FAULT, t)
                     self._act_out(faults[t])
                 offset, bounds = msg.batches.shards(t)
                 self._gradients(t, offset, bounds)
-                self._publish(2 * t - 1)
+                ctl.publish(PROGRESS, 2 * t - 1)
                 self._wait(2 * t - 1)
                 self._update(t, bounds)
-                self._publish(2 * t)
+                ctl.publish(PROGRESS, 2 * t)
                 if t < msg.last:
                     self._wait(2 * t)
         except RunAborted:
@@ -214,7 +270,7 @@ class Rank:
         params = self._param_layers[(t - 1) % 2]
         k = (t - 1) % self.msg.batches.steps_per_epoch
         for s in range(first, stop):
-            self._check()
+            self._ctl.check()
             rows = a.order[offset + bounds[s][0] : offset + bounds[s][1]]
             loss, correct = layers_gradient(
                 params, self._grad_layers[s], self._activation, a.images[rows], a.labels[rows]
@@ -224,7 +280,7 @@ class Rank:
     def _update(self, t: int, bounds: list[tuple[int, int]]) -> None:
         a, lo, hi = self.a, self._lo, self._hi
         src, dst = (t - 1) % 2, t % 2
-        self._check()
+        self._ctl.check()
         reduce_and_update(
             self.msg.lr_schedule.hyper(t),
             a.grads[: len(bounds), lo:hi],
@@ -237,44 +293,10 @@ class Rank:
             scratch=self._scratch,
         )
 
-    def _publish(self, phase: int) -> None:
-        self._check()
-        self._cell[PROGRESS] = tag(self.msg.run, phase)
-        if self._cond is not None:
-            with self._cond:
-                self._cond.notify_all()
-
-    def _check(self) -> None:
-        """Before any write: is this run still current, and this worker still alive? (A killed
-        thread worker's thread runs on until it returns; it must not write any more.)"""
-        control = self.a.control
-        if self._killed.is_set() or control[0, RUN] != self.msg.run:
-            raise RunAborted
-        if control[0, ABORT] == self.msg.run:
-            raise RunAborted
-
     def _wait(self, phase: int) -> None:
         """Until every rank has published ``phase`` of this run; RunAborted if aborted first."""
-        need = tag(self.msg.run, phase)
-        peers = self._peers
-        if peers.min() >= need:
-            return
-        if self._cond is not None:
-            with self._cond:
-                while peers.min() < need:
-                    self._check()
-                    self._cond.wait(THREAD_WAIT_SECONDS)
-            return
-        started = time.perf_counter()
-        while peers.min() < need:
-            self._check()
-            waited = time.perf_counter() - started
-            if waited < SPIN_SECONDS:
-                continue
-            if waited < YIELD_SECONDS:
-                os.sched_yield()  # releases the GIL too: thread workers share one interpreter
-            else:
-                time.sleep(SLEEP_SECONDS)
+        need, peers = tag(self.msg.run, phase), self._peers
+        self._ctl.wait_until(lambda: bool(peers.min() >= need))
 
 
 def completed_steps(control: np.ndarray, run: int, ranks: int, before_first: int) -> int:

@@ -20,11 +20,12 @@ def test_the_report_records_the_algorithm_and_has_the_references_bits(tmp_path) 
     data = json.loads(report.read_text())
     config = data["config"]
     assert (config["algorithm"], config["staleness"]) == ("async", 3)
-    assert data["environment"]["protocol"] == "async"
+    assert data["environment"]["protocol"] == "async-lockstep"
     assert data["final"]["params_sha256"] == reference_sha(algorithm="async", staleness=3, lr=0.1)
     assert data["final"]["steps"] == 24
-    killed = [(e["actor"], e["step"]) for e in data["events"] if e["kind"] == "worker_killed"]
+    killed = [(e["actor"], e["step"]) for e in data["events"] if e["kind"] == "fault_injected"]
     assert killed == [("worker-2", 10)]
+    assert [e["actor"] for e in data["events"] if e["kind"] == "worker_killed"] == ["worker-2"]
 
 
 @pytest.mark.parametrize(
@@ -35,7 +36,7 @@ def test_the_report_records_the_algorithm_and_has_the_references_bits(tmp_path) 
          "parameters after update t-staleness; 1 is sync SGD"),
         (["--staleness", "4"], "invalid staleness=4: expected 2 (it applies to algorithm 'async'"),
         ([*ASYNC, "--sync-every", "4"], "invalid sync_every=4: expected 8 (it applies to"),
-        ([*ASYNC, "--protocol", "stepwise"], "--protocol stepwise applies to --algorithm sync"),
+        ([*ASYNC, "--protocol", "nope"], "Invalid value for '--protocol': 'nope' is not one of"),
         (["--algorithm", "async", "--staleness", "x"], "'x' is not a valid integer"),
     ],
 )  # fmt: skip

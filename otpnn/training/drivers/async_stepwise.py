@@ -28,7 +28,7 @@ lost incarnation is never read (a killed thread worker, whose thread Python cann
 computes no further shard). Updates are applied only in order and only whole, so the state
 after each committed update is whole: the coordinator may stop, checkpoint and resume at any
 step, and a snapshot holds the S-1 versions before it beside the parameters and momentum
-(:meth:`AsyncDriver.earlier`), which is all the next S updates read. A stretch's end (an
+(:meth:`AsyncStepwiseDriver.earlier`), which is all the next S updates read. A stretch's end (an
 epoch, a checkpoint, a planned fault) drains the pipeline, and a stop leaves it after the
 next update, abandoning the work in flight: which version a gradient reads never depends on
 when it was computed, so neither changes a bit.
@@ -179,8 +179,8 @@ class _Update:
     results: dict[int, tuple[float, int]] = field(default_factory=dict)
 
 
-class AsyncDriver(Driver):
-    name = "async"
+class AsyncStepwiseDriver(Driver):
+    name = "async-stepwise"
 
     def __init__(self, host: Host) -> None:
         super().__init__(host)
