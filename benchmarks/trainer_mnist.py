@@ -106,27 +106,66 @@ def _half_batch_loop(
         seconds.put(time.perf_counter() - begin)
 
 
-def parallel_bound(
-    cfg: TrainConfig, synchronous: bool, update: bool = False, processes: int = 2
-) -> tuple[float, str]:
-    """Seconds of the slowest of ``processes`` loops on a share of the batch run at once."""
+def _half_epoch_loop(cfg: TrainConfig, start, seconds, rank: tuple[int, int]) -> None:
+    """In a child: the plain loop (whole batches, the whole update) on every ``of``-th batch of
+    an epoch from batch ``me``, timed from when every child is ready: a local-SGD worker that
+    never averages, so with nothing exchanged."""
+    with threadpool_limits(1):
+        data = load_dataset(cfg, download=False)
+        images, labels = data.train_images, data.train_labels
+        params = init_params(cfg)
+        grad = np.empty_like(params)
+        me, of = rank
+        opt = SGD(cfg.lr, cfg.momentum, cfg.weight_decay)
+        perm = epoch_permutation(len(labels), cfg.seed, 1)
+        start.wait()
+        begin = time.perf_counter()
+        for step in range(me, steps_per_epoch(len(labels), cfg.batch_size), of):
+            idx = batch_indices(perm, step, cfg.batch_size)
+            shard_gradient(params, cfg.layer_sizes, cfg.activation, images[idx], labels[idx], grad)
+            opt.step(params, grad, len(idx))
+        seconds.put(time.perf_counter() - begin)
+
+
+def _slowest_child(processes: int, target, args) -> float:
+    """Seconds of the slowest of ``processes`` children ``target(*args(start, seconds, i))``
+    started at once (each times itself from a shared barrier)."""
     ctx = multiprocessing.get_context("forkserver")
     start, seconds = ctx.Barrier(processes), ctx.Queue()
-    steps_done = ctx.Array("q", processes, lock=False) if synchronous else None
-    rows = -(-cfg.batch_size // processes)
-    children = [
-        ctx.Process(
-            target=_half_batch_loop,
-            args=(cfg, rows, start, seconds, steps_done, (i, processes), update),
-        )
-        for i in range(processes)
-    ]
+    children = [ctx.Process(target=target, args=args(start, seconds, i)) for i in range(processes)]
     for child in children:
         child.start()
     times = [seconds.get(timeout=600) for _ in children]
     for child in children:
         child.join()
-    return max(times), ""
+    return max(times)
+
+
+def parallel_bound(
+    cfg: TrainConfig, synchronous: bool, update: bool = False, processes: int = 2
+) -> tuple[float, str]:
+    """Seconds of the slowest of ``processes`` loops on a share of the batch run at once."""
+    steps_done = (
+        multiprocessing.get_context("forkserver").Array("q", processes, lock=False)
+        if synchronous
+        else None
+    )
+    rows = -(-cfg.batch_size // processes)
+    seconds = _slowest_child(
+        processes,
+        _half_batch_loop,
+        lambda start, out, i: (cfg, rows, start, out, steps_done, (i, processes), update),
+    )
+    return seconds, ""
+
+
+def half_epoch_bound(cfg: TrainConfig, processes: int = 2) -> float:
+    """Seconds of the slowest of ``processes`` plain loops on every ``processes``-th batch of
+    an epoch, run at once: what workers that train replicas without ever exchanging anything
+    (local SGD with no averages) take; the no-communication bound of benchmarks/algorithms.py."""
+    return _slowest_child(
+        processes, _half_epoch_loop, lambda start, out, i: (cfg, start, out, (i, processes))
+    )
 
 
 def trainer_epoch(cfg: TrainConfig, dataset: Dataset) -> tuple[float, str]:

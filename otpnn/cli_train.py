@@ -142,8 +142,8 @@ class _Finite(click.FloatRange):
     default="auto",
     show_default=True,
     help="lockstep: workers run the steps over shared memory; stepwise: the coordinator sends "
-    "every step and does the update (Ray's); auto: lockstep where it works. For --algorithm sync "
-    "and async (local-sgd has one protocol).",
+    "every step and does the update (Ray's); auto: lockstep where it works. Every algorithm has "
+    "both.",
 )
 @click.option(
     "--algorithm",

@@ -6,6 +6,13 @@ lives in a private, freshly laid-out Workspace buffer of fixed shape, each GEMM 
 operand shapes wherever it runs, and reductions run along fixed axes. With single-threaded BLAS
 the same shard therefore gives the same bits in any thread or process. Gradients are SUMS over
 the shard's samples, so shard gradients add up to the batch's.
+
+Why every shard runs its own forward pass, even where one worker holds several: OpenBLAS gives a
+row of a product different bits depending on how many rows the product has. Its Haswell kernel
+(AMD EPYC too) works in blocks of 12 rows in float32 and computes the last partial block with edge
+kernels; its SkylakeX kernel switches to small-matrix kernels below about 10^6 multiply-adds
+(e.g. 512x10 for up to 195 rows). One product over two 128-row shards would then not give each
+shard's rows the bits of its own product, and the result would depend on the worker count.
 """
 
 from __future__ import annotations
@@ -123,7 +130,22 @@ def layers_gradient(
     ws = workspace or _workspace(sizes, len(y), views[0][0].dtype)
     _scale_inputs(x_u8_rows, ws)
     label_index = ws.row_starts + y
-    loss, correct, delta = _softmax_xent(_forward(views, activation, ws), y, label_index)
+    # A diverging run says so once (the trainer reports a non-finite loss), not per operation.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        loss, correct, delta = _softmax_xent(_forward(views, activation, ws), y, label_index)
+        _backward(views, grads, activation, ws, delta, label_index)
+    return loss, correct
+
+
+def _backward(
+    views: Layers,
+    grads: Layers,
+    activation: str,
+    ws: Workspace,
+    delta: np.ndarray,
+    label_index: np.ndarray,
+) -> None:
+    """The gradient sums into ``grads``, from the softmax output ``delta`` of the forward pass."""
     delta.reshape(-1)[label_index] -= 1  # d(loss)/d(logits) = softmax - onehot
     for k in range(len(views) - 1, -1, -1):
         a_prev = ws.x if k == 0 else ws.acts[k - 1]
@@ -139,7 +161,6 @@ def layers_gradient(
             else:
                 back *= a * (1 - a)
             delta = back
-    return loss, correct
 
 
 def reduce_in_order(shard_grads: Sequence[np.ndarray] | np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -172,8 +193,9 @@ def evaluate(
         x, y = images_u8[start : start + chunk], labels[start : start + chunk]
         ws = _workspace(sizes, len(y), params.dtype)
         _scale_inputs(x, ws)
-        logits = _forward(views, activation, ws)
-        chunk_loss, chunk_correct, _ = _softmax_xent(logits, y, ws.row_starts + y)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            logits = _forward(views, activation, ws)
+            chunk_loss, chunk_correct, _ = _softmax_xent(logits, y, ws.row_starts + y)
         loss += chunk_loss
         correct += chunk_correct
     n = max(len(labels), 1)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -93,6 +94,7 @@ class Coordinator(FaultTarget, Actor):
         self._driver = driver_class(ctx.protocol)(self)
         self._lost: set[str] = set()  # worker incarnations (actor_urn) that failed a dispatch
         self._failed_at: tuple[int, float] | None = None  # (step, when) of an unrecovered loss
+        self._diverged: str | None = None  # why the job fails: a loss or parameter not finite
 
     # -- lifecycle ----------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -117,8 +119,9 @@ class Coordinator(FaultTarget, Actor):
         self.actor_ref.tell(_Advance())
 
     def on_stop(self) -> None:
-        # A stop arrives between steps: the state is consistent, so keep it (SIGTERM, cancel).
-        if self._snapshot_step < self._step < self.total_steps:
+        # A stop arrives between steps: the state is consistent, so keep it (SIGTERM, cancel);
+        # not a diverged one, which would replace the last finite checkpoint.
+        if self._snapshot_step < self._step < self.total_steps and self._diverged is None:
             self._snapshot(epoch_end=False)
         self._driver.close()
 
@@ -134,6 +137,8 @@ class Coordinator(FaultTarget, Actor):
             # stop that interrupted them is next in the inbox and finds a step boundary.
             with contextlib.suppress(Interrupted):
                 self._advance()
+            if self._diverged is not None:
+                self.state.fail(self._diverged)
             return None
         return super().on_receive(message)
 
@@ -163,6 +168,8 @@ class Coordinator(FaultTarget, Actor):
             self._driver.run(t, self._stop_point(t, epoch), epoch)
         finally:
             self._tally.seconds += time.perf_counter() - started
+        if self._diverged is not None:  # no epoch end, no snapshot: the job fails with it
+            return
         done = self._step
         row = self._end_epoch(epoch) if done == epoch * self.batches.steps_per_epoch else None
         state.advance(done, epoch, self.total_steps, row)
@@ -185,9 +192,32 @@ class Coordinator(FaultTarget, Actor):
         """Step ``step`` is done (the driver's state after it is whole): count it."""
         samples = sum(b - a for a, b in self.batches.shards(step)[1])
         loss, correct = self._tally.add_step(losses, corrects, samples)
+        if not math.isfinite(loss):
+            self._diverge(f"the loss of step {step} (epoch {self._epoch_of(step)}) is {loss}")
         self._step = step
         self._note_recovery(step)
         self.state.step_metrics(step, loss / samples, correct / samples)
+
+    def _epoch_of(self, step: int) -> int:
+        return (step - 1) // self.batches.steps_per_epoch + 1
+
+    def _diverge(self, what: str) -> None:
+        """The training diverged (``what`` shows it): the job fails with that, and no state
+        after it is kept (the last finite checkpoint stays)."""
+        if self._diverged is None:
+            cfg = self.config
+            self._diverged = (
+                f"training diverged: {what}; a lower --lr (now {cfg.lr}) or --momentum (now "
+                f"{cfg.momentum}) may train"
+            )
+
+    def _finite(self, params: np.ndarray) -> bool:
+        """Whether the parameters after the last step are finite (else the job diverges)."""
+        if np.isfinite(params).all():
+            return True
+        self._diverge(f"the parameters after step {self._step} (epoch "
+                      f"{self._epoch_of(self._step)}) hold inf or nan")  # fmt: skip
+        return False
 
     def show_progress(self, step: int, epoch: int) -> None:
         self.state.advance(step, epoch, self.total_steps, None)
@@ -236,7 +266,9 @@ class Coordinator(FaultTarget, Actor):
         )
 
     def interrupted(self) -> bool:
-        return self.actor_ref.stop_requested.is_set() or self.actor_stopped.is_set()
+        """A stop was requested, the coordinator killed, or the training diverged."""
+        stopping = self.actor_ref.stop_requested.is_set() or self.actor_stopped.is_set()
+        return stopping or self._diverged is not None
 
     def _check_interrupted(self) -> None:
         if self.interrupted():
@@ -286,6 +318,8 @@ class Coordinator(FaultTarget, Actor):
         if self.actor_stopped.is_set():  # killed while in a step: the job has moved on
             return
         params, velocity = self._driver.state(self._step)
+        if not self._finite(params):
+            return
         # What the serial SGD would checkpoint: the momentum buffer once a step made it.
         optimizer = {"velocity": velocity.copy()} if self.config.momentum and self._step else {}
         snap = Snapshot(
@@ -299,6 +333,9 @@ class Coordinator(FaultTarget, Actor):
 
     def _finish(self) -> None:
         params = self.params.copy()
+        if not self._finite(params):
+            self.state.fail(self._diverged or "")
+            return
         self.state.finish({"params": params, "history": list(self._history), "best": self._best})
         self.actor_ref.stop(block=False)
 

@@ -6,7 +6,7 @@ message, before anything starts:
 
 - the protocol: the caller's wish (``auto``, ``lockstep`` or ``stepwise``) among the
   algorithm's protocols, against what the backend's workers and this machine support; ``auto``
-  takes the first that can (see :mod:`otpnn.training.drivers`); local SGD has one protocol;
+  takes the first that can (see :mod:`otpnn.training.drivers`);
 - fault targets: a fault for worker I needs I < the worker count;
 - Ray: ``ray_address`` only with the ray backend, which needs Ray installed;
 - resuming needs a checkpoint directory.
@@ -92,8 +92,7 @@ def resolve_protocol(algorithm: str, backend: str, wish: str) -> str:
         raise OptionsError(f"unknown protocol {wish!r}; expected one of {', '.join(PROTOCOLS)}")
     if wished is None:
         raise OptionsError(
-            f"--protocol {wish} applies to --algorithm sync and async; "
-            f"--algorithm {algorithm} has a protocol of its own"
+            f"--protocol {wish} is not one of --algorithm {algorithm}'s: {', '.join(protocols)}"
         )
     why = wished.unsupported(backend)
     if why is not None:

@@ -10,9 +10,13 @@ stepwise           :mod:`~otpnn.training.drivers.stepwise`            any (Ray t
                                                                       transport); the
                                                                       coordinator reduces and
                                                                       updates
-local-sgd          :mod:`~otpnn.training.drivers.local_sgd`           any (Ray through its
-                                                                      transport); replicas
-                                                                      averaged every H steps
+local-sgd-lockstep :mod:`~otpnn.training.drivers.local_sgd_lockstep`  thread, process (x86-64);
+                                                                      the workers train rounds
+                                                                      and average them
+local-sgd-stepwise :mod:`~otpnn.training.drivers.local_sgd`           any (Ray through its
+                                                                      transport); shares sent
+                                                                      per round, the driver
+                                                                      averages them
 async-lockstep     :mod:`~otpnn.training.drivers.async_lockstep`      thread, process (x86-64);
                                                                       each worker computes and
                                                                       applies whole updates
@@ -34,6 +38,7 @@ from otpnn.training.drivers.async_lockstep import AsyncLockstepDriver
 from otpnn.training.drivers.async_stepwise import AsyncStepwiseDriver
 from otpnn.training.drivers.base import Driver
 from otpnn.training.drivers.local_sgd import LocalSGDDriver
+from otpnn.training.drivers.local_sgd_lockstep import LocalSGDLockstepDriver
 from otpnn.training.drivers.lockstep import LockstepDriver
 from otpnn.training.drivers.stepwise import StepwiseDriver
 
@@ -41,7 +46,7 @@ DRIVERS: dict[str, type[Driver]] = {d.name: d for d in (LockstepDriver, Stepwise
 ALGORITHM_PROTOCOLS: dict[str, dict[str, type[Driver]]] = {
     "sync": DRIVERS,
     "async": {"lockstep": AsyncLockstepDriver, "stepwise": AsyncStepwiseDriver},
-    "local-sgd": {"local-sgd": LocalSGDDriver},
+    "local-sgd": {"lockstep": LocalSGDLockstepDriver, "stepwise": LocalSGDDriver},
 }
 
 

@@ -87,3 +87,10 @@ class AsyncLockstepDriver(LockstepDriver):
 
     def _completed(self, run: _Run, before_first: int) -> int:
         return ranks.completed_updates(self._control.array, run.id, len(run.workers), before_first)
+
+    def _lost_steps(self, run: _Run, done: int) -> range:
+        """The updates after ``done`` that ranks had begun (a fault acted out counts)."""
+        control, n = self._control.array, len(run.workers)
+        begun = [lockstep_rank.fault_reached(control, run.id, r) for r in range(n)]
+        begun += [ranks.begun_update(control, run.id, r) for r in range(n)]
+        return range(done + 1, max(done + 1, *begun) + 1)

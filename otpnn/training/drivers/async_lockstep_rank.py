@@ -53,7 +53,6 @@ from otpnn.lr_schedule import LrSchedule
 from otpnn.model import layer_views, layers_gradient
 from otpnn.schedule import Batches
 from otpnn.training.drivers.lockstep_rank import (
-    FAULT,
     PROGRESS,
     RankControl,
     RunAborted,
@@ -167,7 +166,7 @@ class AsyncRank:
                 if msg.owners[t - msg.first] != msg.rank:
                     continue
                 if t in faults:
-                    ctl.publish(FAULT, t)
+                    ctl.mark_fault(t)
                     self._act_out(faults[t])
                 ctl.publish(PROGRESS, 3 * t - 2)
                 self._await_applied(t - msg.staleness)
@@ -216,3 +215,9 @@ def completed_updates(control: np.ndarray, run: int, ranks: int, before_first: i
     """Updates applied in ``run`` and before it: the last update whose state is whole."""
     applied = [int(c) for c in control[1 : 1 + ranks, APPLIED] if int(c) >> 32 == run]
     return max((c & 0xFFFFFFFF for c in applied), default=before_first)
+
+
+def begun_update(control: np.ndarray, run: int, rank: int) -> int:
+    """The last update rank ``rank`` of ``run`` was ready for (0 if none)."""
+    cell = int(control[1 + rank, PROGRESS])
+    return ((cell & 0xFFFFFFFF) + 2) // 3 if cell >> 32 == run else 0

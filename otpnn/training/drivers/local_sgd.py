@@ -108,7 +108,7 @@ class SharedMemoryShares:
 
 
 class LocalSGDDriver(Driver):
-    name = "local-sgd"
+    name = "local-sgd-stepwise"
 
     def __init__(self, host: Host) -> None:
         super().__init__(host)

@@ -128,6 +128,7 @@ class LockstepDriver(Driver):
         run = _Run(self._run_id, first, epoch, workers, plans, pending)
         self._watch(run)
         done = self._completed(run, first - 1)
+        self._ended(run, done)
         self._fired(run)
         for lost in run.lost:
             host.failure(done + 1, lost.index, lost.worker, lost.kind, lost.reason)
@@ -136,7 +137,8 @@ class LockstepDriver(Driver):
             k, n = (step - 1) % per_epoch, len(host.batches.shards(step)[1])
             host.commit(step, stats[k, :n, 0], stats[k, :n, 1])
         if run.lost:
-            host.lost_step(done + 1)
+            for step in self._lost_steps(run, done):
+                host.lost_step(step)
         if run.interrupted:
             raise Interrupted
 
@@ -238,3 +240,11 @@ class LockstepDriver(Driver):
     def _completed(self, run: _Run, before_first: int) -> int:
         """The last step whose state is whole, as the run's control cells say."""
         return ranks.completed_steps(self._control.array, run.id, len(run.workers), before_first)
+
+    def _ended(self, run: _Run, done: int) -> None:
+        """The run is over, with the state whole after step ``done`` (before it is committed)."""
+
+    def _lost_steps(self, run: _Run, done: int) -> range:
+        """The steps whose work a lost worker cost, to be redone (chaos draws again for them):
+        here the one every rank was at."""
+        return range(done + 1, done + 2)

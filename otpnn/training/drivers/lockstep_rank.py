@@ -187,6 +187,12 @@ class RankControl:
             with self._cond:
                 self._cond.notify_all()
 
+    def mark_fault(self, step: int) -> None:
+        """This rank acts out its fault planned at ``step`` now. Not checked against an abort:
+        a rank that reached its fault acts it out, so that which faults fire does not depend
+        on how soon an abort reaches it."""
+        self._cell[FAULT] = tag(self.run, step)
+
     def check(self) -> None:
         """Before any write: is this run still current, and this worker still alive? (A killed
         thread worker's thread runs on until it returns; it must not write any more.)"""
@@ -250,7 +256,7 @@ class Rank:
         try:
             for t in range(msg.first, msg.last + 1):
                 if t in faults:
-                    ctl.publish(FAULT, t)
+                    ctl.mark_fault(t)
                     self._act_out(faults[t])
                 offset, bounds = msg.batches.shards(t)
                 self._gradients(t, offset, bounds)

@@ -5,7 +5,10 @@ workers, and the other protocol)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,7 @@ from otpnn.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from otpnn.faults import Chaos, parse_fault
 from otpnn.model import SGD, init_params, params_sha256
 from otpnn.training import JobOptions, ResumeError, TrainingJob, resolve
+from otpnn.training.drivers import async_lockstep_rank as ranks
 from otpnn.training.drivers.async_lockstep import AsyncLockstepDriver
 from otpnn.training.drivers.async_stepwise import AsyncStepwiseDriver
 from otpnn.training.memory import job_memory
@@ -116,6 +120,54 @@ def test_a_lockstep_worker_fault_fires_at_its_update_on_the_worker_it_names(work
     injected = [(e.step, e.actor) for e in job.state.events() if e.kind == "fault_injected"]
     assert sorted(injected) == [(3, "worker-0"), (7, "worker-1"), (8, "worker-0")]
     assert sha == reference_sha(**ASYNC)
+
+
+def test_a_rank_dying_half_way_through_an_update_loses_only_that_update(monkeypatch) -> None:
+    """What the ring's spare row and the two momentum rows are for: a worker that dies while it
+    writes update t leaves the state after t-1 whole, and update t is redone from it."""
+    real = ranks.apply_update
+    calls = 0
+
+    def tears_then_dies(hyper, ring, velocity, grads, step, rows, buffers, *, velocity_out):
+        nonlocal calls
+        real(hyper, ring, velocity, grads, step, rows, buffers, velocity_out=velocity_out)
+        calls += 1
+        if calls == 7:
+            ring.version(step)[::2] = np.nan
+            velocity_out[:] = np.nan
+            raise RuntimeError("died writing its update")
+
+    monkeypatch.setattr(ranks, "apply_update", tears_then_dies)
+    sha, job = run_job(config(workers=2, backend="thread", **ASYNC), protocol="lockstep")
+    assert calls > 7
+    assert sha == reference_sha(**ASYNC)
+    assert sum(job.state.restarts_by_actor().values()) == 1
+
+
+def test_lockstep_workers_killed_from_outside_at_arbitrary_moments_change_nothing() -> None:
+    """kill -9 lands wherever a rank is: computing a gradient, waiting for a version, writing
+    an update into the ring. Each time the run is aborted, the updates applied are kept and
+    the next one redone on the same versions: the result stays the serial reference's."""
+    fields = {**ASYNC, "epochs": 12}  # 144 updates
+    cfg = config(workers=2, backend="process", **fields)
+    job = TrainingJob(cfg, dataset(), JobOptions(max_restarts=10))
+    job.start()
+    kills = 0
+    try:
+        for victim in ("worker-0", "worker-1", "worker-0", "worker-1"):
+            target = job.progress.step + 10
+            while job.progress.step < target and not job.state.done.is_set():
+                time.sleep(0.002)
+            if job.state.done.is_set():
+                break
+            os.kill(job.state.pids[victim], signal.SIGKILL)
+            kills += 1
+        result = job.wait(timeout=120)
+    finally:
+        job.stop()
+    assert kills == 4, "the job ended before the kills"
+    assert params_sha256(result["params"]) == reference_sha(**fields)
+    assert job.state.restarts_by_actor() == {"worker-0": 2, "worker-1": 2}
 
 
 @pytest.mark.parametrize(

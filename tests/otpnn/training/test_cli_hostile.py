@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import structlog
 from click.testing import CliRunner
@@ -24,6 +26,7 @@ from test_cli_train import SMALL, otpnn
 from training_support import config, dataset
 
 from otpnn import atomic
+from otpnn.checkpoint import load_checkpoint
 from otpnn.cli import main
 from otpnn.training.job import JobOptions, TrainingFailed, TrainingJob
 
@@ -79,6 +82,38 @@ def test_a_disk_that_fills_mid_run_fails_the_job_with_one_message(tmp_path, monk
     monkeypatch.undo()
     resumed = TrainingJob(cfg, dataset(), JobOptions(checkpoint_dir=str(tmp_path), resume=True))
     assert resumed.progress.step == 12  # the last good checkpoint, whole
+
+
+@pytest.mark.parametrize(
+    ("fields", "protocol"),
+    [({}, "lockstep"), ({}, "stepwise"), ({"algorithm": "async", "staleness": 3}, "lockstep"),
+     ({"algorithm": "local-sgd", "sync_every": 2}, "auto")],
+)  # fmt: skip
+def test_a_diverging_run_fails_with_one_message_and_keeps_its_last_finite_checkpoint(
+    tmp_path, fields, protocol, capfd
+) -> None:
+    """lr 1e6 overflows within a few steps: the job fails naming the first step whose loss is
+    not finite, without numpy's warnings, and writes no checkpoint after it."""
+    cfg = config(epochs=3, workers=2, backend="process", lr=1e6, checkpoint_every=2, **fields)
+    options = JobOptions(checkpoint_dir=str(tmp_path), protocol=protocol)
+    job = TrainingJob(cfg, dataset(), options)
+    job.start()
+    try:
+        with pytest.raises(
+            TrainingFailed,
+            match=r"training diverged: the loss of step (\d+) "
+            r"\(epoch 1\) is nan; a lower --lr \(now 1000000.0\)",
+        ) as failed:
+            job.wait(timeout=60)
+    finally:
+        job.stop()
+    assert "Warning" not in capfd.readouterr().err
+    step = int(re.search(r"step (\d+)", str(failed.value)).group(1))
+    path = tmp_path / "checkpoint.safetensors"
+    if path.exists():  # one written before the divergence showed: finite, and before it
+        params, _, meta = load_checkpoint(path)
+        assert meta["step"] < step
+        assert np.isfinite(params).all()
 
 
 @pytest.mark.parametrize("delay", [0.1, 0.3, 0.8, 1.5])
@@ -153,6 +188,8 @@ OPTION_SETS = st.tuples(
     _option("--chaos", st.sampled_from(["0.01", "0.2"])),
     _option("--max-restarts", st.sampled_from(["0", "3"])),
     _option("--checkpoint-every", st.sampled_from(["0", "2"])),
+    _option("--algorithm", st.sampled_from(["sync", "async", "local-sgd"])),
+    _option("--protocol", st.sampled_from(["lockstep", "stepwise"])),
     st.lists(st.sampled_from(SPECS), max_size=2).map(
         lambda fs: [a for f in fs for a in ("--fault", f)]
     ),

@@ -22,7 +22,7 @@ def test_the_report_records_the_algorithm_and_has_the_references_bits(tmp_path) 
     assert (config["algorithm"], config["sync_every"], config["warmup_steps"]) == (
         "local-sgd", 4, 3,
     )  # fmt: skip
-    assert data["environment"]["protocol"] == "local-sgd"
+    assert data["environment"]["protocol"] == "local-sgd-lockstep"
     expected = reference_sha(workers=3, algorithm="local-sgd", sync_every=4, warmup_steps=3)
     assert data["final"]["params_sha256"] == expected
     assert data["final"]["steps"] == 24
@@ -33,7 +33,6 @@ def test_the_report_records_the_algorithm_and_has_the_references_bits(tmp_path) 
     [
         (["--sync-every", "4"], "invalid sync_every=4: expected 8 (it applies to algorithm"),
         (["--algorithm", "hogwild"], "'hogwild' is not one of 'sync', 'local-sgd', 'async'"),
-        ([*LOCAL, "--protocol", "lockstep"], "--protocol lockstep applies to --algorithm sync"),
         (["--algorithm", "local-sgd", "--sync-every", "0"], "invalid sync_every=0"),
     ],
 )
