@@ -113,7 +113,7 @@ class _Finite(click.FloatRange):
     "--shard-size",
     type=int,
     help="Micro-shard size [default: batch-size / cores (at least 2 shards), at least 32 rows; "
-    "the report records it].",
+    "local-sgd and async: batch-size; the report records it].",
 )
 @click.option("--lr", type=float, default=TrainConfig.lr, show_default=True, help="Learning rate.")
 @click.option(

@@ -170,10 +170,16 @@ class TrainConfig:
     def effective_shard_size(self) -> int:
         """Micro-shard size: fixed by the config, never by the worker count (bit-identity).
 
-        Default: the batch cut into :func:`default_shards_per_batch` shards (one per core), but
-        at least MIN_DEFAULT_SHARD_ROWS rows (or the whole batch, if smaller)."""
+        Default for ``sync``: the batch cut into :func:`default_shards_per_batch` shards (one per
+        core), so that the workers share each step, but at least MIN_DEFAULT_SHARD_ROWS rows (or
+        the whole batch, if smaller). For ``local-sgd`` and ``async``, the whole batch: one
+        worker computes a batch there (a replica's local step; an async update, except where
+        the stepwise protocol has more workers than the staleness), and every further shard
+        would only cost (it streams every weight matrix again)."""
         if self.shard_size is not None:
             return self.shard_size
+        if self.algorithm != "sync":
+            return self.batch_size
         per_core = math.ceil(self.batch_size / default_shards_per_batch())
         return max(per_core, min(self.batch_size, MIN_DEFAULT_SHARD_ROWS))
 

@@ -27,6 +27,16 @@ def test_default_shard_is_one_per_core_of_at_least_32_rows(monkeypatch, cores, b
     assert TrainConfig(batch_size=batch).effective_shard_size == shard
 
 
+@pytest.mark.parametrize("algorithm", ["local-sgd", "async"])
+@pytest.mark.parametrize("cores", [1, 2, 16])
+def test_default_shard_of_local_sgd_and_async_is_the_whole_batch(monkeypatch, algorithm, cores):
+    """One worker computes a whole batch there: one shard, whatever the machine."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cores)))
+    assert TrainConfig(batch_size=256, algorithm=algorithm).effective_shard_size == 256
+    given = TrainConfig(batch_size=256, algorithm=algorithm, shard_size=16)
+    assert given.effective_shard_size == 16
+
+
 def test_dict_round_trip_is_json_friendly():
     cfg = TrainConfig(hidden=(32,), dataset="synthetic", lr=0.5, workers=2)
     d = json.loads(json.dumps(cfg.to_dict()))
