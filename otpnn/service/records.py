@@ -106,11 +106,13 @@ class _Record(BaseModel):
 
 
 def new(job_id: str, config: TrainConfig, options: dict[str, Any]) -> dict[str, Any]:
-    """The record of a job just submitted: queued, nothing run yet."""
+    """The record of a job just submitted: queued, nothing run yet. Its config holds the
+    effective shard size (a default may depend on the machine's cores), so that the job resumes
+    with the same bits on whichever machine the service restarts."""
     return {
         "id": job_id,
         "state": "queued",
-        "config": config.to_dict(),
+        "config": config.to_record(),
         "options": options,
         "created": time.time(),
         "started": None,

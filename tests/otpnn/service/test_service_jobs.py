@@ -4,9 +4,12 @@ faults, failures, the live tree and the metrics."""
 from __future__ import annotations
 
 import json
+import os
 
 from otpnn.checkpoint import load_weights
+from otpnn.config import TrainConfig
 from otpnn.model import params_sha256
+from otpnn.service import records
 
 # A job that is certainly still running a second after it starts (a worker sleeps at step 3).
 SLOW = {"faults": ["slow=1.5:worker=any@step=3"]}
@@ -172,3 +175,14 @@ def test_unfinished_jobs_resume_when_the_service_starts_again(service, fault_fre
         assert status["final"]["params_sha256"] == fault_free_sha
     assert second.job(job_id)["resumes"] == 1
     assert second.job(queued)["resumes"] == 0
+
+
+def test_a_job_record_keeps_its_shard_size_for_a_restart_on_another_machine(monkeypatch) -> None:
+    """The default shard size depends on the cores: a record holds the effective one, so the
+    job resumes on a machine with other cores (a resume checks the shard size)."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(4)))
+    record = records.new("j", TrainConfig(batch_size=256), {})
+    assert record["config"]["shard_size"] == 64
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(2)))
+    assert TrainConfig.from_dict(record["config"]).effective_shard_size == 64
+    assert TrainConfig(batch_size=256).effective_shard_size == 128
