@@ -75,6 +75,16 @@ def plain_epoch(cfg: TrainConfig, dataset: Dataset, threads: int) -> tuple[float
         return time.perf_counter() - start, ""
 
 
+def _child_loop_state(cfg: TrainConfig) -> tuple:
+    """What a bound's child loop starts from: (images, labels, params, a gradient buffer, the
+    optimizer, epoch 1's order), with the dataset loaded in the child."""
+    data = load_dataset(cfg, download=False)
+    params = init_params(cfg)
+    opt = SGD(cfg.lr, cfg.momentum, cfg.weight_decay)
+    perm = epoch_permutation(len(data.train_labels), cfg.seed, 1)
+    return data.train_images, data.train_labels, params, np.empty_like(params), opt, perm
+
+
 def _half_batch_loop(
     cfg: TrainConfig, rows: int, start, seconds, steps_done, rank: tuple[int, int], update: bool
 ) -> None:
@@ -84,14 +94,9 @@ def _half_batch_loop(
     updates its own share of the parameters after its gradient (as a synchronous worker must,
     but with nothing exchanged)."""
     with threadpool_limits(1):
-        data = load_dataset(cfg, download=False)
-        images, labels = data.train_images, data.train_labels
-        params = init_params(cfg)
-        grad = np.empty_like(params)
+        images, labels, params, grad, opt, perm = _child_loop_state(cfg)
         me, of = rank
         share = slice(me * len(params) // of, (me + 1) * len(params) // of)
-        opt = SGD(cfg.lr, cfg.momentum, cfg.weight_decay)
-        perm = epoch_permutation(len(labels), cfg.seed, 1)
         start.wait()
         begin = time.perf_counter()
         for step in range(steps_per_epoch(len(labels), cfg.batch_size)):
@@ -111,13 +116,8 @@ def _half_epoch_loop(cfg: TrainConfig, start, seconds, rank: tuple[int, int]) ->
     an epoch from batch ``me``, timed from when every child is ready: a local-SGD worker that
     never averages, so with nothing exchanged."""
     with threadpool_limits(1):
-        data = load_dataset(cfg, download=False)
-        images, labels = data.train_images, data.train_labels
-        params = init_params(cfg)
-        grad = np.empty_like(params)
+        images, labels, params, grad, opt, perm = _child_loop_state(cfg)
         me, of = rank
-        opt = SGD(cfg.lr, cfg.momentum, cfg.weight_decay)
-        perm = epoch_permutation(len(labels), cfg.seed, 1)
         start.wait()
         begin = time.perf_counter()
         for step in range(me, steps_per_epoch(len(labels), cfg.batch_size), of):

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from otpnn.config import TrainConfig
 from otpnn.lr_schedule import LrSchedule
 from otpnn.model import reduce_in_order, sgd_update, shard_gradient
 from otpnn.schedule import shard_bounds
@@ -65,6 +66,11 @@ class RoundSchedule:
     workers: int
     sync_every: int
     warmup_steps: int
+
+    @classmethod
+    def of(cls, cfg: TrainConfig, steps_per_epoch: int) -> RoundSchedule:
+        """The rounds of ``cfg`` (a local-sgd config) with ``steps_per_epoch`` steps an epoch."""
+        return cls(steps_per_epoch, cfg.workers or 1, cfg.sync_every, cfg.warmup_steps)
 
     def last_of_round(self, step: int) -> int:
         """The last step of the round that holds ``step``: the next averaging boundary."""

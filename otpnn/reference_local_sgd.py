@@ -23,11 +23,6 @@ from otpnn.schedule import Batches, epoch_permutation, shard_bounds, steps_per_e
 from otpnn.validation import split_dataset
 
 
-def schedule_of(cfg: TrainConfig, per_epoch: int) -> RoundSchedule:
-    """The rounds of ``cfg`` (a local-sgd config) with ``per_epoch`` steps an epoch."""
-    return RoundSchedule(per_epoch, cfg.workers or 1, cfg.sync_every, cfg.warmup_steps)
-
-
 def train_local_sgd_reference(
     cfg: TrainConfig, dataset: Dataset, *, on_epoch: Callable[[dict], None] | None = None
 ) -> ReferenceResult:
@@ -38,7 +33,7 @@ def train_local_sgd_reference(
     n = len(labels)
     per_epoch = steps_per_epoch(n, cfg.batch_size)
     batches = Batches(n, cfg.batch_size, cfg.effective_shard_size, per_epoch)
-    schedule = schedule_of(cfg, per_epoch)
+    schedule = RoundSchedule.of(cfg, per_epoch)
     lr_schedule = LrSchedule.of(cfg, per_epoch)
     params = init_params(cfg)
     optimizer = SGD(cfg.lr, cfg.momentum, cfg.weight_decay)

@@ -30,8 +30,8 @@ import numpy as np
 from otpnn.checkpoint import read_checkpoint, save_checkpoint
 from otpnn.config import TrainConfig
 from otpnn.errors import UsageError
+from otpnn.local_sgd import RoundSchedule
 from otpnn.model import SGD, num_params
-from otpnn.reference_local_sgd import schedule_of
 from otpnn.schedule import steps_per_epoch
 from otpnn.training.state import EpochTally, Snapshot
 from otpnn.validation import Best
@@ -84,7 +84,7 @@ def read_resume_point(path: Path, config: TrainConfig, n_train: int) -> Snapshot
     if (
         config.algorithm == "local-sgd"
         and step
-        and schedule_of(config, per_epoch).last_of_round(step) != step
+        and RoundSchedule.of(config, per_epoch).last_of_round(step) != step
     ):
         raise ResumeError(f"{path}: step {step} is not at an average of local SGD's replicas")
     history = meta.get("history", [])

@@ -42,8 +42,6 @@ behind is the hung one. Cells, tags, the abort check and waiting are lockstep's
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,12 +50,7 @@ from otpnn.async_sgd import UpdateBuffers, VersionRing, apply_update
 from otpnn.lr_schedule import LrSchedule
 from otpnn.model import layer_views, layers_gradient
 from otpnn.schedule import Batches
-from otpnn.training.drivers.lockstep_rank import (
-    PROGRESS,
-    RankControl,
-    RunAborted,
-    tag,
-)
+from otpnn.training.drivers.lockstep_rank import PROGRESS, RankSide, RunAborted, tag
 from otpnn.training.drivers.task import WorkerSide, WorkerTask
 from supervision.shm import ArrayDescriptor
 
@@ -103,30 +96,19 @@ class RunUpdates(WorkerTask):
 
     def perform(self, worker: WorkerSide) -> int | None:
         seg = self.segments
-        threads_key = None if worker.own_process else seg.control.name
-        rank = AsyncRank(
-            self,
-            AsyncRankArrays(
-                worker.images,
-                worker.labels,
-                worker.order(self.epoch),
-                worker.attach("async.ring", seg.ring),
-                worker.attach("async.velocity", seg.velocity),
-                worker.attach("async.stats", seg.stats),
-                worker.attach("control", seg.control),
-            ),
-            worker.sizes, worker.activation, worker.inject, worker.killed, threads_key,
-        )  # fmt: skip
-        return rank.run()
+        arrays = AsyncRankArrays(
+            worker.attach("async.ring", seg.ring),
+            worker.attach("async.velocity", seg.velocity),
+            worker.attach("async.stats", seg.stats),
+            worker.attach("control", seg.control),
+        )
+        return AsyncRank(self, RankSide.of(worker, self.epoch, seg.control), arrays).run()
 
 
 @dataclass
 class AsyncRankArrays:
-    """A worker's views of the data and of the coordinator's segments for one run."""
+    """A worker's views of the coordinator's segments for one run."""
 
-    images: np.ndarray
-    labels: np.ndarray
-    order: np.ndarray  # the epoch's permutation
     ring: np.ndarray
     velocity: np.ndarray
     stats: np.ndarray
@@ -136,26 +118,15 @@ class AsyncRankArrays:
 class AsyncRank:
     """One worker's part in a run: the loop of updates above, for rank ``msg.rank``."""
 
-    def __init__(
-        self,
-        msg: RunUpdates,
-        arrays: AsyncRankArrays,
-        sizes: tuple[int, ...],
-        activation: str,
-        act_out: Callable[[str], None],
-        killed: threading.Event,
-        threads_key: str | None = None,
-    ) -> None:
-        """``threads_key``: see :class:`~otpnn.training.drivers.lockstep_rank.RankControl`."""
-        self.msg, self.a = msg, arrays
-        self._ctl = RankControl(arrays.control, msg.run, msg.rank, killed, threads_key)
-        self._activation, self._act_out = activation, act_out
+    def __init__(self, msg: RunUpdates, side: RankSide, arrays: AsyncRankArrays) -> None:
+        self.msg, self.side, self.a = msg, side, arrays
+        self._ctl = side.control(arrays.control, msg.run, msg.rank)
         self._applied = arrays.control[1 : 1 + msg.ranks, APPLIED]
         self._ring = VersionRing(arrays.ring, msg.staleness)
-        self._versions = [layer_views(row, sizes) for row in arrays.ring]
+        self._versions = [layer_views(row, side.sizes) for row in arrays.ring]
         n_params, dtype = arrays.ring.shape[1], arrays.ring.dtype
         self._grads = np.empty((msg.max_shards, n_params), dtype)  # this rank's alone
-        self._grad_layers = [layer_views(row, sizes) for row in self._grads]
+        self._grad_layers = [layer_views(row, side.sizes) for row in self._grads]
         self._buffers = UpdateBuffers(n_params, dtype)
 
     def run(self) -> int | None:
@@ -167,7 +138,7 @@ class AsyncRank:
                     continue
                 if t in faults:
                     ctl.mark_fault(t)
-                    self._act_out(faults[t])
+                    self.side.act_out(faults[t])
                 ctl.publish(PROGRESS, 3 * t - 2)
                 self._await_applied(t - msg.staleness)
                 offset, bounds = msg.batches.shards(t)
@@ -190,16 +161,17 @@ class AsyncRank:
         self._ctl.wait_until(lambda: bool(applied[owner] >= need))
 
     def _gradients(self, t: int, offset: int, bounds: list[tuple[int, int]]) -> None:
-        a = self.a
+        side = self.side
         version = self._versions[self._ring.slot(t - self.msg.staleness)]
         k = (t - 1) % self.msg.batches.steps_per_epoch
         for s, (lo, hi) in enumerate(bounds):
             self._ctl.check()
-            rows = a.order[offset + lo : offset + hi]
+            rows = side.order[offset + lo : offset + hi]
             loss, correct = layers_gradient(
-                version, self._grad_layers[s], self._activation, a.images[rows], a.labels[rows]
-            )
-            a.stats[k, s] = (loss, correct)
+                version, self._grad_layers[s], side.activation, side.images[rows],
+                side.labels[rows],
+            )  # fmt: skip
+            self.a.stats[k, s] = (loss, correct)
 
     def _apply(self, t: int, bounds: list[tuple[int, int]]) -> None:
         a = self.a

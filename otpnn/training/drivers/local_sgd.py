@@ -112,10 +112,7 @@ class LocalSGDDriver(Driver):
 
     def __init__(self, host: Host) -> None:
         super().__init__(host)
-        cfg = host.config
-        self.schedule = RoundSchedule(
-            host.batches.steps_per_epoch, cfg.workers or 1, cfg.sync_every, cfg.warmup_steps
-        )
+        self.schedule = RoundSchedule.of(host.config, host.batches.steps_per_epoch)
         self._warmup: StepwiseDriver | None = None  # while warm-up steps remain
 
     @classmethod

@@ -36,10 +36,7 @@ class LocalSGDLockstepDriver(LockstepDriver):
 
     def __init__(self, host: Host) -> None:
         super().__init__(host)
-        cfg = host.config
-        self.schedule = RoundSchedule(
-            host.batches.steps_per_epoch, cfg.workers or 1, cfg.sync_every, cfg.warmup_steps
-        )
+        self.schedule = RoundSchedule.of(host.config, host.batches.steps_per_epoch)
         self._warmup: LockstepDriver | None = None  # while warm-up steps remain
         self._row = 0  # the row of the global state that holds the state after the last round
         self._rounds: list[Round] = []  # the current run's

@@ -32,8 +32,6 @@ tags, the abort check and waiting are lockstep's
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,12 +39,7 @@ import numpy as np
 from otpnn.local_sgd import Batch, LocalBuffers, RoundSchedule, average_into, local_steps
 from otpnn.lr_schedule import LrSchedule
 from otpnn.schedule import Batches, shard_bounds
-from otpnn.training.drivers.lockstep_rank import (
-    PROGRESS,
-    RankControl,
-    RunAborted,
-    tag,
-)
+from otpnn.training.drivers.lockstep_rank import PROGRESS, RankSide, RunAborted, tag
 from otpnn.training.drivers.task import WorkerSide, WorkerTask
 from otpnn.training.fault_planner import split
 from supervision.shm import ArrayDescriptor
@@ -90,30 +83,19 @@ class RunRounds(WorkerTask):
 
     def perform(self, worker: WorkerSide) -> int | None:
         seg = self.segments
-        threads_key = None if worker.own_process else seg.control.name
-        rank = RoundRank(
-            self,
-            RoundRankArrays(
-                worker.images,
-                worker.labels,
-                worker.order(self.epoch),
-                worker.attach("local-sgd.state", seg.state),
-                worker.attach("local-sgd.replicas", seg.replicas),
-                worker.attach("local-sgd.stats", seg.stats),
-                worker.attach("control", seg.control),
-            ),
-            worker.sizes, worker.activation, worker.inject, worker.killed, threads_key,
-        )  # fmt: skip
-        return rank.run()
+        arrays = RoundRankArrays(
+            worker.attach("local-sgd.state", seg.state),
+            worker.attach("local-sgd.replicas", seg.replicas),
+            worker.attach("local-sgd.stats", seg.stats),
+            worker.attach("control", seg.control),
+        )
+        return RoundRank(self, RankSide.of(worker, self.epoch, seg.control), arrays).run()
 
 
 @dataclass
 class RoundRankArrays:
-    """A worker's views of the data and of the coordinator's segments for one run."""
+    """A worker's views of the coordinator's segments for one run."""
 
-    images: np.ndarray
-    labels: np.ndarray
-    order: np.ndarray  # the epoch's permutation
     state: np.ndarray
     replicas: np.ndarray
     stats: np.ndarray
@@ -123,20 +105,9 @@ class RoundRankArrays:
 class RoundRank:
     """One worker's part in a run: the loop of rounds above, for rank ``msg.rank``."""
 
-    def __init__(
-        self,
-        msg: RunRounds,
-        arrays: RoundRankArrays,
-        sizes: tuple[int, ...],
-        activation: str,
-        act_out: Callable[[str], None],
-        killed: threading.Event,
-        threads_key: str | None = None,
-    ) -> None:
-        """``threads_key``: see :class:`~otpnn.training.drivers.lockstep_rank.RankControl`."""
-        self.msg, self.a = msg, arrays
-        self._ctl = RankControl(arrays.control, msg.run, msg.rank, killed, threads_key)
-        self._sizes, self._activation, self._act_out = sizes, activation, act_out
+    def __init__(self, msg: RunRounds, side: RankSide, arrays: RoundRankArrays) -> None:
+        self.msg, self.side, self.a = msg, side, arrays
+        self._ctl = side.control(arrays.control, msg.run, msg.rank)
         self._peers = arrays.control[1 : 1 + msg.ranks, PROGRESS]
         n_params = arrays.state.shape[2]
         self._lo, self._hi = split(n_params, msg.ranks, msg.rank)
@@ -164,11 +135,11 @@ class RoundRank:
 
     def _train(self, share: range, s: int, row: int) -> None:
         """Share ``s`` (its steps ``share``) from the global state in ``row`` on its replica."""
-        msg, a, ctl = self.msg, self.a, self._ctl
+        msg, a, side, ctl = self.msg, self.a, self.side, self._ctl
         for step, action in msg.faults:
             if step in share:
                 ctl.mark_fault(step)
-                self._act_out(action)
+                side.act_out(action)
         ctl.check()
         replica = a.replicas[s]
         replica[...] = a.state[row]
@@ -177,8 +148,8 @@ class RoundRank:
             offset, bounds = msg.batches.shards(step)
             batches.append(Batch(step, offset, bounds[-1][1]))
         results = local_steps(
-            msg.lr_schedule, self._sizes, self._activation, msg.batches.shard_size, replica[0],
-            replica[1], a.images, a.labels, a.order, batches, self._buffers,
+            msg.lr_schedule, side.sizes, side.activation, msg.batches.shard_size, replica[0],
+            replica[1], side.images, side.labels, side.order, batches, self._buffers,
         )  # fmt: skip
         per_epoch = msg.batches.steps_per_epoch
         for step, (losses, corrects) in zip(share, results, strict=True):

@@ -129,35 +129,53 @@ class RunSteps(WorkerTask):
         """Be this rank of the run; the last step done, or None if the run was aborted."""
         seg = self.segments
         arrays = RankArrays(
-            worker.images,
-            worker.labels,
-            worker.order(self.epoch),
             worker.attach("params", seg.params),
             worker.attach("velocity", seg.velocity),
             worker.attach("grads", seg.grads),
             worker.attach("stats", seg.stats),
             worker.attach("control", seg.control),
         )
-        threads_key = None if worker.own_process else seg.control.name
-        rank = Rank(
-            self, arrays, worker.sizes, worker.activation, worker.inject, worker.killed,
-            threads_key,
-        )  # fmt: skip
-        return rank.run()
+        return Rank(self, RankSide.of(worker, self.epoch, seg.control), arrays).run()
 
 
 @dataclass
 class RankArrays:
-    """A worker's views of the data and of the coordinator's segments for one run."""
+    """A worker's views of the coordinator's segments for one run."""
 
-    images: np.ndarray
-    labels: np.ndarray
-    order: np.ndarray  # the epoch's permutation
     params: np.ndarray
     velocity: np.ndarray
     grads: np.ndarray
     stats: np.ndarray
     control: np.ndarray
+
+
+@dataclass(frozen=True)
+class RankSide:
+    """What a rank of any lockstep protocol takes from its worker for a run: the data and the
+    epoch's order, the network, how to act out a fault, the flag set once the worker is killed,
+    and ``threads_key``: set when the ranks are threads of one process (any string the ranks of
+    a run share, e.g. the control segment's name), which wait for each other differently."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    order: np.ndarray  # the epoch's permutation
+    sizes: tuple[int, ...]
+    activation: str
+    act_out: Callable[[str], None]
+    killed: threading.Event
+    threads_key: str | None = None
+
+    @classmethod
+    def of(cls, worker: WorkerSide, epoch: int, control: ArrayDescriptor) -> RankSide:
+        threads_key = None if worker.own_process else control.name
+        return cls(
+            worker.images, worker.labels, worker.order(epoch), worker.sizes, worker.activation,
+            worker.inject, worker.killed, threads_key,
+        )  # fmt: skip
+
+    def control(self, control: np.ndarray, run: int, rank: int) -> RankControl:
+        """This rank's :class:`RankControl` of ``run``."""
+        return RankControl(control, run, rank, self.killed, self.threads_key)
 
 
 class RankControl:
@@ -227,26 +245,14 @@ class RankControl:
 class Rank:
     """One worker's part in a run: the loop of steps above, for rank ``msg.rank``."""
 
-    def __init__(
-        self,
-        msg: RunSteps,
-        arrays: RankArrays,
-        sizes: tuple[int, ...],
-        activation: str,
-        act_out: Callable[[str], None],
-        killed: threading.Event,
-        threads_key: str | None = None,
-    ) -> None:
-        """``threads_key``: see :class:`RankControl`."""
-        self.msg, self.a = msg, arrays
-        self._ctl = RankControl(arrays.control, msg.run, msg.rank, killed, threads_key)
-        self._activation = activation
-        self._act_out = act_out
+    def __init__(self, msg: RunSteps, side: RankSide, arrays: RankArrays) -> None:
+        self.msg, self.side, self.a = msg, side, arrays
+        self._ctl = side.control(arrays.control, msg.run, msg.rank)
         self._peers = arrays.control[1 : 1 + msg.ranks, PROGRESS]
         n = arrays.params.shape[1]
         self._lo, self._hi = split(n, msg.ranks, msg.rank)
-        self._param_layers = [layer_views(row, sizes) for row in arrays.params]
-        self._grad_layers = [layer_views(row, sizes) for row in arrays.grads]
+        self._param_layers = [layer_views(row, side.sizes) for row in arrays.params]
+        self._grad_layers = [layer_views(row, side.sizes) for row in arrays.grads]
         self._acc = np.empty(max(1, min(UPDATE_CHUNK, self._hi - self._lo)), arrays.params.dtype)
         self._scratch = np.empty_like(self._acc)
 
@@ -257,7 +263,7 @@ class Rank:
             for t in range(msg.first, msg.last + 1):
                 if t in faults:
                     ctl.mark_fault(t)
-                    self._act_out(faults[t])
+                    self.side.act_out(faults[t])
                 offset, bounds = msg.batches.shards(t)
                 self._gradients(t, offset, bounds)
                 ctl.publish(PROGRESS, 2 * t - 1)
@@ -271,17 +277,18 @@ class Rank:
         return msg.last
 
     def _gradients(self, t: int, offset: int, bounds: list[tuple[int, int]]) -> None:
-        a = self.a
+        side = self.side
         first, stop = split(len(bounds), self.msg.ranks, self.msg.rank)
         params = self._param_layers[(t - 1) % 2]
         k = (t - 1) % self.msg.batches.steps_per_epoch
         for s in range(first, stop):
             self._ctl.check()
-            rows = a.order[offset + bounds[s][0] : offset + bounds[s][1]]
+            rows = side.order[offset + bounds[s][0] : offset + bounds[s][1]]
             loss, correct = layers_gradient(
-                params, self._grad_layers[s], self._activation, a.images[rows], a.labels[rows]
-            )
-            a.stats[k, s] = (loss, correct)
+                params, self._grad_layers[s], side.activation, side.images[rows],
+                side.labels[rows],
+            )  # fmt: skip
+            self.a.stats[k, s] = (loss, correct)
 
     def _update(self, t: int, bounds: list[tuple[int, int]]) -> None:
         a, lo, hi = self.a, self._lo, self._hi

@@ -244,33 +244,14 @@ def test_workers_killed_at_arbitrary_moments_change_nothing(config, reference_sh
     """kill -9 lands wherever a worker is: computing, reducing, writing its slice of the update,
     waiting at a barrier. Each time the run is aborted, the steps every worker finished are kept
     and the rest redone: the result stays the serial reference's."""
-    import os
-    import signal
+    from training_support import run_killing_workers
 
-    from training_support import dataset
-
-    cfg = config(workers=2, backend="process", epochs=12)  # 144 steps
-    job = TrainingJob(cfg, dataset(), JobOptions(max_restarts=10))  # 4 kills in ~1 s
-    job.start()
-    kills = 0
-    try:
-        for victim in ("worker-0", "worker-1", "worker-0", "worker-1"):
-            target = job.progress.step + 10
-            while job.progress.step < target and not job.state.done.is_set():
-                time.sleep(0.002)
-            if job.state.done.is_set():
-                break
-            os.kill(job.state.pids[victim], signal.SIGKILL)
-            kills += 1
-        result = job.wait(timeout=120)
-    finally:
-        job.stop()
-    assert kills == 4, "the job ended before the kills"
-    assert params_sha256(result["params"]) == reference_sha(epochs=12)
+    sha, job = run_killing_workers(config(workers=2, backend="process", epochs=12))  # 144 steps
+    assert sha == reference_sha(epochs=12)
     assert job.state.restarts_by_actor() == {"worker-0": 2, "worker-1": 2}
     # A kill between two runs (an epoch's end) loses no work; one inside a run does.
     lost = [e for e in job.state.events() if e.kind.startswith("worker_")]
-    assert 1 <= len(lost) <= kills
+    assert 1 <= len(lost) <= 4
 
 
 def test_recovery_is_reported_when_the_lost_step_is_redone_not_when_the_run_ends(

@@ -5,16 +5,20 @@ and resume (also under the other protocol)."""
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import structlog.testing
-from training_support import WORKER_FAULT_CASES, config, dataset, reference_sha, run_job
+from training_support import (
+    WORKER_FAULT_CASES,
+    config,
+    dataset,
+    reference_sha,
+    run_job,
+    run_killing_workers,
+)
 
 from otpnn.faults import Chaos, parse_fault
 from otpnn.model import params_sha256
@@ -124,24 +128,8 @@ def test_lockstep_workers_killed_from_outside_at_arbitrary_moments_change_nothin
     slice of an average. Each time the run is aborted, the rounds every rank averaged are kept
     and the next one trained again from their average: the serial reference's bits."""
     fields = {**LOCAL, "epochs": 12}  # 144 steps
-    job = TrainingJob(config(workers=2, backend="process", **fields), dataset(),
-                      JobOptions(max_restarts=10))  # fmt: skip
-    job.start()
-    kills = 0
-    try:
-        for victim in ("worker-0", "worker-1", "worker-0", "worker-1"):
-            target = job.progress.step + 10
-            while job.progress.step < target and not job.state.done.is_set():
-                time.sleep(0.002)
-            if job.state.done.is_set():
-                break
-            os.kill(job.state.pids[victim], signal.SIGKILL)
-            kills += 1
-        result = job.wait(timeout=120)
-    finally:
-        job.stop()
-    assert kills == 4, "the job ended before the kills"
-    assert params_sha256(result["params"]) == reference_sha(workers=2, **fields)
+    sha, job = run_killing_workers(config(workers=2, backend="process", **fields))
+    assert sha == reference_sha(workers=2, **fields)
     assert job.state.restarts_by_actor() == {"worker-0": 2, "worker-1": 2}
 
 

@@ -27,7 +27,7 @@ from otpnn.schedule import (
     steps_per_epoch,
 )
 from otpnn.training.drivers import lockstep_rank as lockstep
-from otpnn.training.drivers.lockstep_rank import Rank, RankArrays, RunSteps
+from otpnn.training.drivers.lockstep_rank import Rank, RankArrays, RankSide, RunSteps
 
 CFG = config(epochs=1, momentum=0.9)
 STEPS = steps_per_epoch(len(dataset().train_labels), CFG.batch_size)  # 12
@@ -45,17 +45,7 @@ class Arrays:
         self.grads = np.zeros((shards, n), np.float32)
         self.stats = np.zeros((STEPS, shards, 2))
         self.control = np.zeros(lockstep.control_shape(max_ranks), np.int64)
-        data = dataset()
-        self.view = RankArrays(
-            data.train_images,
-            data.train_labels,
-            epoch_permutation(len(data.train_labels), CFG.seed, 1),
-            self.params,
-            self.velocity,
-            self.grads,
-            self.stats,
-            self.control,
-        )
+        self.view = RankArrays(self.params, self.velocity, self.grads, self.stats, self.control)
 
     def run(
         self,
@@ -79,10 +69,13 @@ class Arrays:
             msg = RunSteps(run, rank, ranks, first, last, 1, None, batches, lr_schedule,  # type: ignore[arg-type]
                            (faults or {}).get(rank, ()))  # fmt: skip
             rank_act = (lambda action: act_out(rank, action)) if act_out else (lambda _: None)
-            replies[rank] = Rank(
-                msg, self.view, CFG.layer_sizes, CFG.activation, rank_act,
-                killed or threading.Event(),
-            ).run()  # fmt: skip
+            data = dataset()
+            side = RankSide(
+                data.train_images, data.train_labels,
+                epoch_permutation(len(data.train_labels), CFG.seed, 1), CFG.layer_sizes,
+                CFG.activation, rank_act, killed or threading.Event(), "test",
+            )  # fmt: skip
+            replies[rank] = Rank(msg, side, self.view).run()
 
         threads = [
             threading.Thread(target=one, args=(r,), name=f"rank-{r}")

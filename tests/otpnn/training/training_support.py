@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import functools
+import os
+import signal
+import time
 
 from otpnn.config import TrainConfig
 from otpnn.data import Dataset, synthetic_dataset
@@ -53,3 +56,27 @@ WORKER_FAULT_CASES = [
     ("slow=0.2:worker=any@step=4", "thread", {}),
     ("crash:worker=1@shard=30", "thread", {"worker-1": 1}),
 ]
+
+
+def run_killing_workers(
+    cfg: TrainConfig, every: int = 10, kills: int = 4
+) -> tuple[str, TrainingJob]:
+    """Train ``cfg`` (two process workers) while kill -9 hits worker 0, then 1, then 0... every
+    ``every`` steps, wherever each is then; (checksum, job). Asserts every kill landed."""
+    job = TrainingJob(cfg, dataset(), JobOptions(max_restarts=2 * kills + 2))
+    job.start()
+    landed = 0
+    try:
+        for k in range(kills):
+            target = job.progress.step + every
+            while job.progress.step < target and not job.state.done.is_set():
+                time.sleep(0.002)
+            if job.state.done.is_set():
+                break
+            os.kill(job.state.pids[f"worker-{k % 2}"], signal.SIGKILL)
+            landed += 1
+        result = job.wait(timeout=120)
+    finally:
+        job.stop()
+    assert landed == kills, "the job ended before the kills"
+    return params_sha256(result["params"]), job
