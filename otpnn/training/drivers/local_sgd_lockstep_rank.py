@@ -12,10 +12,11 @@ for round j of the run (its shares: the ranks of :class:`~otpnn.local_sgd.RoundS
 of R:
 
 1. trains shares ``r, r + R, ...`` of the round: for each, act out its planned faults, copy the
-   global state (row ``g`` of ``state``: parameters, momentum) into the share's replica row and
-   take its local steps there (:func:`~otpnn.local_sgd.local_steps`, the serial reference's
-   arithmetic), writing each batch's (loss, correct) per micro-shard into ``stats``; publish
-   phase ``2j-1``; wait until every rank has published it;
+   global state (row ``g`` of ``state``: parameters, momentum) into a private replica, take its
+   local steps there (:func:`~otpnn.local_sgd.local_steps`, the serial reference's arithmetic),
+   and only then write it into the share's replica row and each batch's (loss, correct) per
+   micro-shard into ``stats`` (a killed thread worker, which Python cannot stop, writes nothing
+   shared after its check); publish phase ``2j-1``; wait until every rank has published it;
 2. averages its slice of the parameter vector over the round's replicas in rank order into row
    ``1 - g`` of ``state`` (``average_into`` is element-wise, so slices give the bits of the
    whole); publish phase ``2j``; wait until every rank has (not after the run's last round).
@@ -113,6 +114,7 @@ class RoundRank:
         self._lo, self._hi = split(n_params, msg.ranks, msg.rank)
         n_shards = len(shard_bounds(msg.batches.batch_size, msg.batches.shard_size))
         self._buffers = LocalBuffers(n_shards, n_params, arrays.state.dtype)
+        self._replica = np.empty((2, n_params), arrays.state.dtype)  # trained here, then shared
 
     def run(self) -> int | None:
         msg, ctl = self.msg, self._ctl
@@ -140,9 +142,8 @@ class RoundRank:
             if step in share:
                 ctl.mark_fault(step)
                 side.act_out(action)
-        ctl.check()
-        replica = a.replicas[s]
-        replica[...] = a.state[row]
+        replica = self._replica
+        np.copyto(replica, a.state[row])
         batches = []
         for step in share:
             offset, bounds = msg.batches.shards(step)
@@ -151,6 +152,8 @@ class RoundRank:
             msg.lr_schedule, side.sizes, side.activation, msg.batches.shard_size, replica[0],
             replica[1], side.images, side.labels, side.order, batches, self._buffers,
         )  # fmt: skip
+        ctl.check()  # a killed thread worker's rank trains on, but writes nothing shared
+        np.copyto(a.replicas[s], replica)
         per_epoch = msg.batches.steps_per_epoch
         for step, (losses, corrects) in zip(share, results, strict=True):
             k = (step - 1) % per_epoch

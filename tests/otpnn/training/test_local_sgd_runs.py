@@ -6,6 +6,7 @@ and resume (also under the other protocol)."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,28 @@ def test_a_rank_dying_half_way_through_an_average_loses_only_that_round(monkeypa
     assert calls > 3
     assert sha == reference_sha(workers=1, **{**LOCAL, "warmup_steps": 0})
     assert job.state.restarts_by_actor() == {"worker-0": 1}
+
+
+def test_a_killed_thread_rank_that_trains_on_writes_nothing_shared(monkeypatch) -> None:
+    """Python cannot stop a thread: a thread worker killed for missing its deadline finishes the
+    share it was training while the next run trains that share again. It must not write into
+    the replicas (or the result would depend on when it finished)."""
+    real = ranks.local_steps
+    stalled = threading.Event()
+
+    def stalls_once(*args, **kwargs):
+        if not stalled.is_set():
+            stalled.set()
+            time.sleep(0.8)  # past the 0.5 s deadline: the worker is killed meanwhile
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ranks, "local_steps", stalls_once)
+    cfg = config(workers=2, backend="thread", **{**LOCAL, "warmup_steps": 0, "epochs": 60})
+    sha, job = run_job(cfg, protocol="lockstep", step_timeout=0.5)
+    time.sleep(0.9)  # the stalled rank has finished its share by now
+    assert stalled.is_set()
+    assert sum(job.state.restarts_by_actor().values()) == 1
+    assert sha == reference_sha(workers=2, **{**LOCAL, "warmup_steps": 0, "epochs": 60})
 
 
 def test_lockstep_workers_killed_from_outside_at_arbitrary_moments_change_nothing() -> None:
