@@ -90,7 +90,8 @@ def job_memory(config: TrainConfig) -> MemoryNeed:
         "evaluation buffers": EVALUATION_ROWS * activations * item,
     }
     if config.algorithm == "local-sgd":  # see otpnn.training.drivers.local_sgd
-        shared["local SGD: the average and a replica per worker"] = 2 * (1 + workers) * params
+        # The average in two rows (by round parity, lockstep) and a replica per worker.
+        shared["local SGD: the average and a replica per worker"] = 2 * (2 + workers) * params
         # A share's private replica (2) and buffers (a row per shard, reduction, scratch).
         private["local SGD: workers' replicas"] = workers * (2 + shards + 2) * params
     if config.algorithm == "async":  # see otpnn.training.drivers.async_*

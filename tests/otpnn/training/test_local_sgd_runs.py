@@ -248,6 +248,6 @@ def test_the_memory_bound_counts_a_replica_per_worker() -> None:
     sync = job_memory(config(workers=16, backend="thread"))
     local = job_memory(config(workers=16, backend="thread", **LOCAL))
     per_worker = 4 * (2 + 4 + 2 + 2) * 109_386  # float32, 4 shards: replica, buffers, rows
-    assert local.total - sync.total == 16 * per_worker + 4 * 2 * 109_386
+    assert local.total - sync.total == 16 * per_worker + 4 * 2 * 2 * 109_386  # the average x 2
     with pytest.raises(JobTooLarge, match="local SGD: workers' replicas"):
         check_memory(config(workers=64, backend="thread", **LOCAL), limit=local.total * 3)
