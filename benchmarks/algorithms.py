@@ -29,12 +29,14 @@ Table columns:
 - ``exch/epoch``: the times the workers' results are combined in an epoch (its last), from the
   config alone (sync: every step; local-sgd: every average; async: every update);
 - ``MB/epoch``: parameter-sized vectors that cross between a worker and the shared state or the
-  coordinator (shared memory, or Ray's object store), in an epoch: sync, per step, the
-  parameters read by each worker and one gradient row per micro-shard written; async, per
-  update, the version read by each message (``min(shards, ceil(workers / S))`` of them) and one
-  gradient row per shard; local-sgd, per round, the parameters and momentum read and the
-  replica's written back by each active rank. (Lockstep's in-place reduction, which re-reads the
-  gradient rows, is not counted.)
+  coordinator (shared memory, or Ray's object store), in an epoch, for the protocol that ran:
+  sync, per step, the parameters read by each worker and one gradient row per micro-shard
+  written; async lockstep, per update, the version its owner reads (its gradient rows stay in
+  its own memory); async stepwise (Ray's), per update, the version read by each message
+  (``min(shards, ceil(workers / S))`` of them) and one gradient row per shard; local-sgd, per
+  round, the parameters and momentum read and the replica's written back by each active rank.
+  (The in-place reduction and update of the lockstep protocols, which re-read and rewrite the
+  parameters in shared memory, are not counted.)
 
 Writes ``--out``.json (every runner's rows and per-epoch history) and ``--out``.png (test
 accuracy against cumulative training seconds).
@@ -69,7 +71,7 @@ from otpnn.logs import configure_logging
 from otpnn.lr_schedule import LrSchedule
 from otpnn.model import SGD, evaluate, init_params, num_params, shard_gradient
 from otpnn.schedule import Batches, batch_indices, epoch_permutation, steps_per_epoch
-from otpnn.training import TrainingJob
+from otpnn.training import JobOptions, TrainingJob, resolve
 from otpnn.training.job import FORKSERVER_PRELOAD
 from supervision.process import ensure_forkserver
 
@@ -79,7 +81,8 @@ BOUND = "no-comm bound"
 
 
 def exchanges_per_epoch(cfg: TrainConfig, n_train: int) -> tuple[int, int]:
-    """(exchanges, bytes moved) in the last epoch, counted as the module says."""
+    """(exchanges, bytes moved) in the last epoch, counted as the module says, for the
+    protocol ``cfg`` runs with by default."""
     per_epoch = steps_per_epoch(n_train, cfg.batch_size)
     vector = num_params(cfg.layer_sizes) * np.dtype(cfg.dtype).itemsize
     workers = cfg.workers or 1
@@ -88,6 +91,8 @@ def exchanges_per_epoch(cfg: TrainConfig, n_train: int) -> tuple[int, int]:
     shards = [len(batches.shards(t)[1]) for t in steps]
     if cfg.algorithm == "sync":
         return per_epoch, sum(min(workers, k) + k for k in shards) * vector
+    if cfg.algorithm == "async" and resolve(cfg, JobOptions()).protocol == "async-lockstep":
+        return per_epoch, per_epoch * vector
     if cfg.algorithm == "async":
         runs = [min(k, math.ceil(workers / cfg.staleness)) for k in shards]
         return per_epoch, sum(r + k for r, k in zip(runs, shards, strict=True)) * vector
