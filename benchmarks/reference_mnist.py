@@ -19,7 +19,7 @@ import click
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from otpnn.config import TrainConfig
+from otpnn.config import TrainConfig, algorithm_defaults
 from otpnn.data import DataError, load_dataset
 from otpnn.reference import train_reference
 
@@ -35,7 +35,7 @@ from otpnn.reference import train_reference
     help="Default: a shard per core (2 or more), >= 32 rows.",
 )
 @click.option("--lr", default=TrainConfig.lr, show_default=True)
-@click.option("--momentum", default=TrainConfig.momentum, show_default=True)
+@click.option("--momentum", default=algorithm_defaults("sync", 1)["momentum"], show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "json_path", default=None, help="Also write the results here.")
 def main(data_dir, epochs, batch_size, shard_size, lr, momentum, seed, json_path) -> None:

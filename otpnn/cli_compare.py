@@ -24,7 +24,16 @@ from otpnn.compare import (
     plot,
     table,
 )
-from otpnn.config import ACTIVATIONS, DATASETS, DTYPES, LR_SCHEDULES, ConfigError, TrainConfig
+from otpnn.config import (
+    ACTIVATIONS,
+    ALGORITHM_DEFAULTED,
+    DATASETS,
+    DTYPES,
+    LR_SCHEDULES,
+    ConfigError,
+    TrainConfig,
+    algorithm_defaults,
+)
 from otpnn.data import DataError, find_mnist, load_dataset
 from otpnn.interchange import export_init
 from otpnn.run_checks import EXIT_UNFIRED_FAULTS
@@ -60,8 +69,9 @@ class UsageError(click.ClickException):
 
 
 def _config_options(fn: Any) -> Any:
+    sync = algorithm_defaults("sync", 1)  # what another implementation trains: sync SGD
     for name, kind in reversed(_CONFIG_OPTIONS):
-        default = getattr(TrainConfig, name, None)
+        default = sync[name] if name in ALGORITHM_DEFAULTED else getattr(TrainConfig, name, None)
         if name == "hidden":
             default = ",".join(map(str, TrainConfig.hidden))
         fn = click.option(

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from otpnn.config import (
     ACTIVATIONS,
+    ALGORITHM_DEFAULTS_TEXT,
     ALGORITHMS,
     BACKENDS,
     DATASETS,
@@ -117,7 +118,9 @@ class _Finite(click.FloatRange):
 )
 @click.option("--lr", type=float, default=TrainConfig.lr, show_default=True, help="Learning rate.")
 @click.option(
-    "--momentum", type=float, default=TrainConfig.momentum, show_default=True, help="SGD momentum."
+    "--momentum",
+    type=float,
+    help=f"SGD momentum [default: {ALGORITHM_DEFAULTS_TEXT['momentum']}; the report records it].",
 )
 @click.option("--weight-decay", type=float, default=TrainConfig.weight_decay, show_default=True)
 @click.option(
@@ -211,10 +214,9 @@ class _Finite(click.FloatRange):
 @click.option(
     "--lr-warmup-steps",
     type=int,
-    default=TrainConfig.lr_warmup_steps,
-    show_default=True,
     metavar="N",
-    help="Linear warm-up, any schedule: step t <= N trains at t/N of the schedule's rate.",
+    help="Linear warm-up, any schedule: step t <= N trains at t/N of the schedule's rate "
+    f"[default: {ALGORITHM_DEFAULTS_TEXT['lr_warmup_steps']}].",
 )
 @click.option(
     "--val-split",

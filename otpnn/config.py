@@ -33,6 +33,32 @@ STALENESS_RULE = (
     "update t's gradient is taken on the parameters after update t-staleness; 1 is sync SGD, "
     "0 would need update t's own result"
 )
+# The fields whose default is the algorithm's: None in a TrainConfig's constructor takes
+# algorithm_defaults' value, an explicit value always wins.
+ALGORITHM_DEFAULTED = ("momentum", "lr_warmup_steps")
+SYNC_MOMENTUM = 0.5
+ASYNC_WARMUP_PER_STALENESS = 100  # async: lr warm-up steps for each update of delay
+# What algorithm_defaults gives, as the CLI's help and the service's schema say it.
+ALGORITHM_DEFAULTS_TEXT = {
+    "momentum": f"{SYNC_MOMENTUM}; async with staleness S >= 2: 0",
+    "lr_warmup_steps": f"0; async: {ASYNC_WARMUP_PER_STALENESS} x (S - 1)",
+}
+
+
+def algorithm_defaults(algorithm: str, staleness: int) -> dict[str, float | int]:
+    """The momentum and learning-rate warm-up ``algorithm`` trains with where a config names
+    none (chosen on MNIST at the default network, batch and lr, 5 epochs, with the serial
+    references; the grid is in benchmarks/README.md).
+
+    sync and local-sgd: momentum 0.5, no warm-up. async with staleness S >= 2: momentum 0 and
+    the rate ramped up over ``100 x (S - 1)`` updates. A gradient S updates old already acts
+    like momentum (about ``1 - 1/S``: Mitliagkas et al. 2016, "Asynchrony begets momentum"), so
+    explicit momentum on top of it overshoots (S = 4 at momentum 0.5 diverges); and stale
+    gradients hurt most early on, while they are large and change fastest. S = 1 is sync, so
+    it takes sync's defaults (and its bits)."""
+    if algorithm == "async" and _is_int(staleness) and staleness >= 2:
+        return {"momentum": 0.0, "lr_warmup_steps": ASYNC_WARMUP_PER_STALENESS * (staleness - 1)}
+    return {"momentum": SYNC_MOMENTUM, "lr_warmup_steps": 0}
 
 
 def default_shards_per_batch() -> int:
@@ -55,6 +81,10 @@ class TrainConfig:
 
     The defaults lr=0.2, momentum=0.5 (batch 64), decayed tenfold after 4 epochs (the ``step``
     schedule) were the best of small grids on MNIST over 6 seeds (see benchmarks/README.md).
+    ``momentum`` and ``lr_warmup_steps`` left None take the algorithm's defaults
+    (:func:`algorithm_defaults`); the constructed config holds the values that apply, so it
+    records and reproduces a run as it is. (``dataclasses.replace`` therefore carries them over:
+    pass None again to take another algorithm's.)
     `workers` and `backend` change only speed, never the trained parameters, except with
     ``algorithm="local-sgd"``: each worker count is its own algorithm there (the number of
     replicas averaged; `sync_every` and `warmup_steps` see :mod:`otpnn.local_sgd`).
@@ -69,7 +99,7 @@ class TrainConfig:
     batch_size: int = 64
     shard_size: int | None = None
     lr: float = 0.2
-    momentum: float = 0.5
+    momentum: float = None  # type: ignore[assignment]  # None: the algorithm's default
     weight_decay: float = 0.0
     hidden: tuple[int, ...] = (128, 64)
     activation: str = "relu"
@@ -88,7 +118,8 @@ class TrainConfig:
     lr_step_epochs: int = 4  # step: epochs between decays
     lr_gamma: float = 0.1  # step: the factor of each decay
     lr_min: float = 0.0  # cosine: the lr at the end of the run
-    lr_warmup_steps: int = 0  # any schedule: linear warm-up over the first updates
+    # Any schedule: linear warm-up over the first updates; None: the algorithm's default.
+    lr_warmup_steps: int = None  # type: ignore[assignment]
     val_split: float | int | None = None  # a fraction in (0, 1) or a row count (scikit-learn's)
     keep_best: bool = False  # keep the parameters of the best validation accuracy
 
@@ -96,6 +127,10 @@ class TrainConfig:
         hidden: object = self.hidden  # a JSON request gives a list
         if isinstance(hidden, list):
             object.__setattr__(self, "hidden", tuple(hidden))
+        defaults = algorithm_defaults(self.algorithm, self.staleness)
+        for field in ALGORITHM_DEFAULTED:
+            if getattr(self, field) is None:
+                object.__setattr__(self, field, defaults[field])
         self.validate()
 
     def validate(self) -> None:

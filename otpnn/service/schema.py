@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
-from otpnn.config import ConfigError, TrainConfig
+from otpnn.config import ALGORITHM_DEFAULTS_TEXT, ConfigError, TrainConfig
 from otpnn.data.mnist import FILES as MNIST_FILES
 from otpnn.training.memory import check_memory, dataset_sizes
 from otpnn.validation import held_out_count
@@ -50,7 +50,9 @@ class JobRequest(BaseModel):
         description="Micro-shard rows. Default: batch_size / cores (2 or more shards), >= 32 rows.",
     )
     lr: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 0.2
-    momentum: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.5
+    momentum: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] | None = Field(
+        None, description=f"SGD momentum. Default: {ALGORITHM_DEFAULTS_TEXT['momentum']}."
+    )
     weight_decay: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
     hidden: Annotated[list[Layer], Field(min_length=1, max_length=8)] = [128, 64]
     activation: Literal["relu", "sigmoid"] = "relu"
@@ -91,8 +93,10 @@ class JobRequest(BaseModel):
     lr_min: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] = Field(
         0.0, description="cosine: the rate at the end of the run (at most lr)."
     )
-    lr_warmup_steps: Annotated[int, Field(ge=0, le=100_000_000)] = Field(
-        0, description="Linear warm-up: step t <= N trains at t/N of the schedule's rate."
+    lr_warmup_steps: Annotated[int, Field(ge=0, le=100_000_000)] | None = Field(
+        None,
+        description="Linear warm-up: step t <= N trains at t/N of the schedule's rate. "
+        f"Default: {ALGORITHM_DEFAULTS_TEXT['lr_warmup_steps']}.",
     )
     val_split: (
         Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]

@@ -28,7 +28,7 @@ from typing import Any, TypeGuard
 import numpy as np
 
 from otpnn.checkpoint import read_checkpoint, save_checkpoint
-from otpnn.config import TrainConfig
+from otpnn.config import ALGORITHM_DEFAULTED, TrainConfig
 from otpnn.errors import UsageError
 from otpnn.local_sgd import RoundSchedule
 from otpnn.model import SGD, num_params
@@ -68,6 +68,11 @@ def read_resume_point(path: Path, config: TrainConfig, n_train: int) -> Snapshot
         hint = ""
         if "shard_size" in different and config.shard_size is None:
             hint = "; the default shard size follows the cores: pass --shard-size to match"
+        defaulted = [f for f in ALGORITHM_DEFAULTED if f in different]
+        if defaulted:
+            options = " ".join(f"--{f.replace('_', '-')} {saved.get(f)!r}" for f in defaulted)
+            fields = ", ".join(defaulted)
+            hint += f"; the defaults of {fields} follow the algorithm: pass {options} to match"
         raise ResumeError(f"{path} was made with another config ({diffs}{hint})")
 
     per_epoch = steps_per_epoch(n_train, config.batch_size)

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 
@@ -147,3 +148,45 @@ def test_without_affinity_the_default_shard_follows_the_cpu_count(monkeypatch):
     assert TrainConfig(batch_size=256).effective_shard_size == 64
     monkeypatch.setattr(os, "cpu_count", lambda: None)  # unknown: two shards
     assert TrainConfig(batch_size=256).effective_shard_size == 128
+
+
+@pytest.mark.parametrize(
+    ("fields", "momentum", "warmup"),
+    [
+        ({}, 0.5, 0),
+        ({"algorithm": "local-sgd", "sync_every": 16}, 0.5, 0),
+        ({"algorithm": "async", "staleness": 1}, 0.5, 0),  # sync SGD, so sync's defaults
+        ({"algorithm": "async"}, 0.0, 100),
+        ({"algorithm": "async", "staleness": 4}, 0.0, 300),
+    ],
+)
+def test_momentum_and_warmup_default_to_the_algorithms(fields, momentum, warmup):
+    """Unnamed, they take the algorithm's values (async: no momentum, a warm-up growing with
+    the staleness); the config holds those values, so its record reproduces the run."""
+    cfg = TrainConfig(**fields)
+    assert (cfg.lr, cfg.momentum, cfg.lr_warmup_steps) == (0.2, momentum, warmup)
+    record = cfg.to_record()
+    assert (record["momentum"], record["lr_warmup_steps"]) == (momentum, warmup)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert TrainConfig(**{**fields, "momentum": None, "lr_warmup_steps": None}) == cfg
+
+
+@pytest.mark.parametrize("algorithm", ["sync", "local-sgd", "async"])
+def test_an_explicit_momentum_or_warmup_wins_over_the_algorithms_default(algorithm):
+    for momentum, warmup in ((0.0, 0), (0.5, 0), (0.9, 7)):
+        cfg = TrainConfig(algorithm=algorithm, momentum=momentum, lr_warmup_steps=warmup)
+        assert (cfg.momentum, cfg.lr_warmup_steps) == (momentum, warmup)
+
+
+def test_a_replaced_config_keeps_its_values_unless_asked_for_the_new_algorithms():
+    sync = TrainConfig()
+    carried = dataclasses.replace(sync, algorithm="async", staleness=4)
+    assert (carried.momentum, carried.lr_warmup_steps) == (0.5, 0)
+    fresh = dataclasses.replace(carried, momentum=None, lr_warmup_steps=None)
+    assert fresh == TrainConfig(algorithm="async", staleness=4)
+
+
+def test_an_invalid_staleness_is_named_before_any_default_is_taken_from_it():
+    for staleness in (0, "x", None):
+        with pytest.raises(ConfigError, match=f"invalid staleness={staleness!r}"):
+            TrainConfig(algorithm="async", staleness=staleness)

@@ -12,7 +12,9 @@ from ray_session import training_helpers
 from otpnn.faults import parse_fault
 
 helpers = training_helpers()
-ASYNC = {"algorithm": "async", "staleness": 3, "lr": 0.1}
+# Momentum and no warm-up (not async's defaults): the momentum buffer is part of what
+# the runs must carry over faults and resumes.
+ASYNC = {"algorithm": "async", "staleness": 3, "lr": 0.1, "momentum": 0.5, "lr_warmup_steps": 0}
 
 
 def test_async_on_ray_gives_the_reference_bits() -> None:

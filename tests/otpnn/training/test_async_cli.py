@@ -45,3 +45,33 @@ def test_misuse_is_one_clear_message_and_exit_2(args, message) -> None:
     assert run.returncode == 2
     assert message in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_async_trains_with_its_own_defaults_records_them_and_resumes_with_them(tmp_path) -> None:
+    """No --momentum or --lr-warmup-steps: async's (0, and 100 updates at staleness 2) apply,
+    the report's config says so, and a resume at the defaults ends with the reference's bits."""
+    run = [*SMALL, "--algorithm", "async", "--workers", "2", "--backend", "thread",
+           "--checkpoint-dir", str(tmp_path / "ck")]  # fmt: skip
+    first = otpnn("train", *run, "--epochs", "1", "--report", str(tmp_path / "1.json"))
+    assert first.returncode == 0, first.stderr
+    config = json.loads((tmp_path / "1.json").read_text())["config"]
+    assert (config["lr"], config["momentum"], config["lr_warmup_steps"]) == (0.2, 0.0, 100)
+
+    other = otpnn("train", *run, "--epochs", "2", "--resume", "--momentum", "0.5")
+    assert other.returncode == 2
+    assert "momentum: checkpoint 0.0 vs now 0.5" in other.stderr
+    assert "pass --momentum 0.0 to match" in other.stderr
+
+    resumed = otpnn(
+        "train", *run, "--epochs", "2", "--resume", "--report", str(tmp_path / "2.json")
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    final = json.loads((tmp_path / "2.json").read_text())["final"]
+    assert final["params_sha256"] == reference_sha(algorithm="async", momentum=0.0,
+                                                   lr_warmup_steps=100)  # fmt: skip
+
+
+def test_the_help_states_the_per_algorithm_defaults() -> None:
+    help_text = " ".join(otpnn("train", "--help").stdout.split())
+    assert "SGD momentum [default: 0.5; async with staleness S >= 2: 0;" in help_text
+    assert "[default: 0; async: 100 x (S - 1)]" in help_text

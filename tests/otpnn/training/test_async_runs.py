@@ -33,7 +33,9 @@ from otpnn.training.state import Progress, Snapshot
 
 # 12 steps an epoch, 4 micro-shards a step. S=3: three updates in flight (one message each for
 # up to 3 workers); S=2 with 3 workers: each update in two messages.
-ASYNC = {"algorithm": "async", "staleness": 3, "lr": 0.1}
+# Momentum and no warm-up (not async's defaults): the momentum buffer is part of what
+# the runs must carry over faults and resumes.
+ASYNC = {"algorithm": "async", "staleness": 3, "lr": 0.1, "momentum": 0.5, "lr_warmup_steps": 0}
 PROTOCOLS = ["lockstep", "stepwise"]
 
 

@@ -3,6 +3,7 @@ is sync SGD bit for bit; each staleness is its own algorithm; the config's rules
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -11,6 +12,8 @@ from training_support import config, dataset, reference_sha
 
 from otpnn.async_sgd import VersionRing
 from otpnn.config import ConfigError, TrainConfig
+from otpnn.data import load_dataset
+from otpnn.interchange import limit_dataset
 from otpnn.reference import train_reference
 
 LR = {"lr": 0.1}  # every async reference here trains at this rate
@@ -63,3 +66,13 @@ def test_async_sgd_learns() -> None:
 def test_config_names_a_bad_staleness(fields, message) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         TrainConfig(**fields)
+
+
+def test_staleness_4_at_its_defaults_learns_mnist_where_syncs_momentum_diverges(mnist_dir) -> None:
+    """The first 12,800 MNIST images, 3 epochs (600 updates), serial reference: at async's
+    defaults staleness 4 learns; with sync's momentum and no warm-up it diverges."""
+    cfg = TrainConfig(data_dir=str(mnist_dir), epochs=3, algorithm="async", staleness=4)
+    subset = limit_dataset(load_dataset(cfg, download=False), 12_800, 1000)
+    assert train_reference(cfg, subset).history[-1]["test_accuracy"] > 0.85
+    old = dataclasses.replace(cfg, momentum=0.5, lr_warmup_steps=0)
+    assert train_reference(old, subset).history[-1]["test_accuracy"] < 0.5

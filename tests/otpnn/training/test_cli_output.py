@@ -111,7 +111,7 @@ def test_help_describes_the_options_the_fault_grammar_and_the_exit_codes() -> No
     text = " ".join(run.stdout.split())
     for expected in (
         "--lr FLOAT Learning rate.",
-        "--momentum FLOAT SGD momentum.",
+        "--momentum FLOAT SGD momentum [default: 0.5; async with staleness S >= 2: 0;",
         "--hidden TEXT Hidden layer sizes",
         "--seed INTEGER Seed of the initial weights",
         "repeat for several",
