@@ -181,6 +181,13 @@ function scheduleJobs() {
   });
 }
 
+// The job's training algorithm as a person reads it (the config's algorithm and its knob).
+function algorithmText(c) {
+  if (c.algorithm === "local-sgd") return `local SGD, averaged every ${c.sync_every} steps`;
+  if (c.algorithm === "async") return `async SGD, staleness ${c.staleness}`;
+  return "synchronous SGD";
+}
+
 function renderJobs() {
   const body = $("jobs").tBodies[0];
   const jobs = [...state.jobs.values()].sort((a, b) => b.created - a.created);
@@ -201,7 +208,7 @@ function renderJobs() {
     badge.textContent = j.state;
     cell(row, badge);
     cell(row, `${[784, ...c.hidden, 10].join("-")} ${c.activation}`).title =
-      `${c.dataset}; synchronous SGD: lr ${c.lr}, momentum ${c.momentum}, batch ${c.batch_size}, ${c.dtype}`;
+      `${c.dataset}; ${algorithmText(c)}: lr ${c.lr}, momentum ${c.momentum}, batch ${c.batch_size}, ${c.dtype}`;
     cell(row, `${c.backend} × ${c.workers}`);
     const bar = document.createElement("progress");
     bar.max = Math.max(1, j.total_steps);

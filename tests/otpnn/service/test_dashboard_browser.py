@@ -133,6 +133,20 @@ def test_the_page_lists_a_submitted_job_and_its_progress_moves(service, browser)
     assert saved == svc.client.get(f"/jobs/{job_id}/model").content
 
 
+def test_the_jobs_table_names_each_jobs_algorithm(service, browser) -> None:
+    svc = service()
+    expected = {
+        svc.submit(algorithm="async", staleness=3): "async SGD, staleness 3",
+        svc.submit(algorithm="local-sgd", sync_every=4): "local SGD, averaged every 4 steps",
+        svc.submit(): "synchronous SGD",
+    }
+    page = browser(svc.url)
+    for job_id, text in expected.items():
+        network = row(page, job_id).locator("td").nth(2)
+        network.wait_for()
+        assert f"; {text}: lr " in network.get_attribute("title")
+
+
 def test_a_kill_from_the_page_restarts_worker_0_and_the_checksum_holds(service, browser) -> None:
     svc = service()
     job_id = svc.submit(**LONG)
