@@ -47,7 +47,9 @@ accuracy against cumulative training seconds).
     python benchmarks/algorithms.py [--quick] [--data-dir DIR] [--epochs 10] [--workers 2]
         [--sync-every 4,16] [--warmup-steps 0] [--staleness 1,2,4] [--momentum M]
         [--lr-warmup-steps N] [--train N] [--ray] [--ray-epochs 2]
-        [--out benchmarks/results/algorithms]
+        [--out benchmarks/results/algorithms] [--pairs N]
+
+``--pairs N`` runs only issue 18's targets as paired repetitions (see :func:`paired_targets`).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ import dataclasses
 import json
 import math
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -232,6 +235,35 @@ def ray_rows(args: argparse.Namespace, base: TrainConfig, dataset: Dataset) -> l
     return out
 
 
+def paired_targets(args: argparse.Namespace, base: TrainConfig, dataset: Dataset) -> None:
+    """Issue 18's targets, steadier than one long run on a drifting machine: ``--pairs`` times,
+    the no-communication bound (measured twice, averaged), then local-sgd H=8, async S=2 and
+    sync for 3 epochs each (the mean of epochs 2-3: past start-up), each as a ratio to that
+    repetition's bound; prints every repetition and the median ratios."""
+    one_epoch = dataclasses.replace(base, epochs=1)
+    three = dataclasses.replace(base, epochs=3)
+    runners = {
+        "local-sgd H=8": variant(args, three, algorithm="local-sgd", sync_every=8),
+        "async S=2": variant(args, three, algorithm="async", staleness=2),
+        "sync": variant(args, three),
+    }
+    ratios: dict[str, list[float]] = {label: [] for label in runners}
+    scale = len(dataset.train_labels) / 60000  # the bound's children train on the whole set
+    for rep in range(args.pairs):
+        bound = scale * sum(half_epoch_bound(one_epoch, args.workers) for _ in range(2)) / 2
+        line = f"pair {rep + 1}: bound {bound:.3f} s"
+        for label, cfg in runners.items():
+            seconds = [e["seconds"] for e in job_history(cfg, dataset)[1:]]
+            ratio = bound / (sum(seconds) / len(seconds))
+            ratios[label].append(ratio)
+            line += f" | {label} {ratio:.2f}x"
+        print(line, flush=True)
+    for label, values in ratios.items():
+        print(f"{label}: median {statistics.median(values):.2f}x the bound "
+              f"({min(values):.2f}-{max(values):.2f}x; target for local-sgd H=8 and async S=2: "
+              ">= 0.85x)")  # fmt: skip
+
+
 def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
 
@@ -251,6 +283,7 @@ def main() -> int:
     ap.add_argument("--ray", action="store_true", help="Also sync vs local-sgd H=16 on Ray")
     ap.add_argument("--ray-epochs", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/algorithms", help="JSON and PNG path")
+    ap.add_argument("--pairs", type=int, default=0, help="Only the paired target runs, N times")
     args = ap.parse_args()
     if args.quick:
         for key, value in QUICK.items():
@@ -264,6 +297,9 @@ def main() -> int:
     if args.train:
         dataset = limit_dataset(dataset, args.train, len(dataset.test_labels))
     n = len(dataset.train_labels)
+    if args.pairs:
+        paired_targets(args, base, dataset)
+        return 0
     print(f"MNIST {n} samples, {args.epochs} epochs, {args.workers} process workers, "
           f"{os.cpu_count()} cores; epoch seconds: the mean over epochs", flush=True)  # fmt: skip
 
