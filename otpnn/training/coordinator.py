@@ -334,8 +334,7 @@ class Coordinator(FaultTarget, Actor):
     def _finish(self) -> None:
         params = self.params.copy()
         if not self._finite(params):
-            self.state.fail(self._diverged or "")
-            return
+            return  # on_receive fails the job with the reason
         self.state.finish({"params": params, "history": list(self._history), "best": self._best})
         self.actor_ref.stop(block=False)
 

@@ -170,6 +170,19 @@ class FaultPlanner:
             return Planned(step, "crash", None, None)
         return None
 
+    def for_share(
+        self, share: range, epoch: int, index: int, *, first: bool, taken: set[int]
+    ) -> Planned | None:
+        """The first fault worker ``index`` meets along the steps ``share`` of a local SGD
+        round (it acts it out before the share's local steps): :meth:`for_worker` on each step's
+        shards in turn. Not marked fired."""
+        for step in share:
+            shards = range(len(self.batches.shards(step)[1]))
+            found = self.for_worker(step, epoch, index, shards, first=first, taken=taken)
+            if found is not None:
+                return found
+        return None
+
     def _due(self, step: int, epoch: int, shards: range) -> list[tuple[int, Fault]]:
         """Unfired worker faults due for work on ``shards`` of ``step``, in plan order."""
         book = self.book

@@ -65,7 +65,8 @@ class AsyncLockstepDriver(LockstepDriver):
         return self._ring.earlier(step)
 
     def _plan(self, first: int, last: int, epoch: int, indices: list[int]) -> list[list[Planned]]:
-        self._owners, plans = self.host.planner.plan_turns(first, last, epoch, indices)
+        owners, plans = self.host.planner.plan_turns(first, last, epoch, indices)
+        self._owners = tuple(owners)  # one tuple for every rank's message
         return plans
 
     def _message(
@@ -80,8 +81,7 @@ class AsyncLockstepDriver(LockstepDriver):
             self._control.descriptor(),
         )
         return RunUpdates(
-            self._run_id, rank, n_ranks, first, last, tuple(self._owners), epoch,
-            host.config.staleness,
+            self._run_id, rank, n_ranks, first, last, self._owners, epoch, host.config.staleness,
             segments, host.batches, host.lr_schedule, self._max_shards, faults,
         )  # fmt: skip
 

@@ -54,7 +54,6 @@ from otpnn.training.drivers.base import (
 )
 from otpnn.training.drivers.local_sgd_task import ShareResult, TrainShare
 from otpnn.training.drivers.stepwise import StepwiseDriver
-from otpnn.training.fault_planner import Planned
 from supervision.reasons import describe
 from supervision.refs import ActorHandle
 from supervision.shm import SharedArray
@@ -226,7 +225,7 @@ class LocalSGDDriver(Driver):
         taken: set[int] = set()
         for i, rank in enumerate(ranks):
             index, worker = workers[i % len(workers)]
-            planned = self._fault_for(shares[rank], epoch, index, first=i == 0, taken=taken)
+            planned = host.planner.for_share(shares[rank], epoch, index, first=i == 0, taken=taken)
             if planned is not None:
                 if planned.fault_id is not None:
                     taken.add(planned.fault_id)
@@ -237,18 +236,6 @@ class LocalSGDDriver(Driver):
             msg = self._transport.message(rank, epoch, batches, action)
             in_flight.append((index, worker, rank, send(worker, msg)))
         return in_flight
-
-    def _fault_for(
-        self, share: range, epoch: int, index: int, *, first: bool, taken: set[int]
-    ) -> Planned | None:
-        """The first fault worker ``index`` meets along ``share``'s steps (see the module)."""
-        planner = self.host.planner
-        for step in share:
-            shards = range(len(self.host.batches.shards(step)[1]))
-            found = planner.for_worker(step, epoch, index, shards, first=first, taken=taken)
-            if found is not None:
-                return found
-        return None
 
     def _rows(self, step: int) -> tuple[int, int]:
         offset, bounds = self.host.batches.shards(step)

@@ -94,16 +94,11 @@ class LocalSGDLockstepDriver(LockstepDriver):
         for rnd in self._rounds:
             for s, share in enumerate(rnd.shares):
                 rank = s % len(indices)
-                for step in share:
-                    shards = range(len(self.host.batches.shards(step)[1]))
-                    found = planner.for_worker(
-                        step, epoch, indices[rank], shards, first=s == 0, taken=taken
-                    )
-                    if found is not None:
-                        if found.fault_id is not None:
-                            taken.add(found.fault_id)
-                        plans[rank].append(found)
-                        break
+                found = planner.for_share(share, epoch, indices[rank], first=s == 0, taken=taken)
+                if found is not None:
+                    if found.fault_id is not None:
+                        taken.add(found.fault_id)
+                    plans[rank].append(found)
         return plans
 
     def _message(
