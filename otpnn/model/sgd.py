@@ -69,19 +69,38 @@ def reduce_and_update(
     velocity_out: np.ndarray | None,
     acc: np.ndarray,
     scratch: np.ndarray,
+    first: int = 0,
 ) -> None:
-    """``reduce_in_order(grads)`` then :func:`sgd_update`, ``len(acc)`` elements at a time.
+    """``reduce_in_order(grads)`` then :func:`sgd_update`, with the bits of those two calls.
 
-    Every operation is element-wise, so this gives the bits of the two whole-vector calls. It
-    exists for speed: the update of a wide network is bound by memory traffic, and whole-vector
-    passes stream every gradient, parameter and velocity once per numpy call (six or so); chunks
-    that fit in cache stream each once. ``acc`` and ``scratch``: equal lengths (the chunk), any
-    content; ``grads``: the shard gradients in shard order, each as long as ``params``."""
+    ``grads``: the shard gradients in shard order, the rows of a 2-D array whose columns
+    ``first .. first + len(params)`` are the gradients of ``params`` (e.g. a rank's slice of
+    the parameter vector), or a sequence of vectors ``params``' length (``first`` 0).
+
+    It exists for speed: the update of a wide network is bound by memory traffic. A C-contiguous
+    array of rows, with every vector contiguous, goes through :mod:`otpnn.model.fused` (one
+    compiled pass); anything else through numpy ``len(acc)`` elements at a time, so that the
+    chunk's slices stay in cache across the six or so calls. ``acc`` and ``scratch``: equal
+    lengths (the chunk), any content."""
+    vectors = [v for v in (params, params_out, velocity, velocity_out) if v is not None]
+    if (
+        isinstance(grads, np.ndarray)
+        and grads.ndim == 2
+        and grads.flags.c_contiguous
+        and all(v.flags.c_contiguous and v.dtype == grads.dtype for v in vectors)
+    ):
+        from otpnn.model import fused  # numba loads here: not in every process that imports this
+
+        fused.reduce_update(
+            grads, first, params, velocity, params_out, velocity_out, batch_len, hyper.lr,
+            hyper.momentum, hyper.weight_decay,
+        )  # fmt: skip
+        return
     step = len(acc)
     for lo in range(0, len(params), step):
         hi = min(lo + step, len(params))
         a, s = acc[: hi - lo], scratch[: hi - lo]
-        reduce_in_order([g[lo:hi] for g in grads], a)
+        reduce_in_order([g[first + lo : first + hi] for g in grads], a)
         sgd_update(
             hyper,
             params[lo:hi],

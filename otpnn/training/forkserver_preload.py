@@ -14,6 +14,10 @@ from otpnn.training.blas import ONE_BLAS_THREAD
 
 os.environ.update(ONE_BLAS_THREAD)
 
-# numpy, the model, the Worker and the protocols' messages. Not the CLI: training never imports
-# it (the console script's own module, otpnn.entry, is small enough to re-import in a child).
+# numpy, the model (its compiled update too), the Worker and the protocols' messages. Not the
+# CLI: training never imports it (the console script's own module, otpnn.entry, is small enough
+# to re-import in a child).
 import otpnn.training.worker  # noqa: F401
+from otpnn.model import fused
+
+fused.warm_up()  # the update's compiled pass, compiled or loaded from numba's cache once

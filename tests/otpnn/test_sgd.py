@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otpnn.model import SGD, Hyper, reduce_and_update, reduce_in_order, sgd_update
+from otpnn.model import SGD, Hyper, fused, reduce_and_update, reduce_in_order, sgd_update
 
 
 def test_plain_sgd_uses_the_mean_gradient():
@@ -73,34 +73,59 @@ def test_updating_slices_into_other_buffers_gives_the_same_bits(momentum, weight
         assert velocity[len(grads) % 2].tobytes() == opt.velocity.tobytes()
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
-    n=st.integers(1, 3000),
+    n=st.integers(1, 9000),  # the compiled pass works in blocks of 4096
+    first=st.integers(0, 50),
     shards=st.integers(1, 5),
     chunk=st.integers(1, 4096),
-    momentum=st.sampled_from([0.0, 0.5]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    lr=st.sampled_from([0.1, 0.2, 1e-3]),
+    momentum=st.sampled_from([0.0, 0.5, 0.9]),
     weight_decay=st.sampled_from([0.0, 1e-3]),
+    batch=st.sampled_from([7, 64, 1000]),
+    form=st.sampled_from(["rows", "vectors"]),
     seed=st.integers(0, 2**16),
 )
-def test_chunked_reduce_and_update_gives_the_whole_vectors_bits(
-    n, shards, chunk, momentum, weight_decay, seed
+def test_reduce_and_update_gives_the_whole_vectors_bits(
+    n, first, shards, chunk, dtype, lr, momentum, weight_decay, batch, form, seed
 ):
-    """reduce_and_update (the workers' cache-sized chunks) == reduce_in_order + sgd_update."""
+    """reduce_and_update == reduce_in_order + sgd_update, bit for bit, on both of its paths:
+    rows of an array (the compiled pass, on a slice of columns as a rank updates its slice) and
+    a sequence of vectors (numpy in cache-sized chunks); the velocity untouched without momentum.
+    Magnitudes spread over many binades, subnormals included, so that any reordering,
+    contraction into a fused multiply-add or cast of a scalar at another precision shows."""
     rng = np.random.default_rng(seed)
-    grads = rng.standard_normal((shards, n)).astype(np.float32) * 100
-    params, velocity = rng.standard_normal((2, n)).astype(np.float32)
-    hyper = Hyper(0.1, momentum, weight_decay)
+    scale = np.exp2(rng.integers(-140, 40, (shards, first + n + 3))).astype(dtype)
+    rows = (rng.standard_normal((shards, first + n + 3)) * scale).astype(dtype)
+    grads = rows[:, first : first + n]
+    params, velocity = (rng.standard_normal((2, n)) * 10.0 ** rng.integers(-3, 3)).astype(dtype)
+    hyper = Hyper(lr, momentum, weight_decay)
 
-    acc, g = np.empty(n, np.float32), np.empty(n, np.float32)
-    want_p, want_v = np.empty(n, np.float32), np.empty(n, np.float32)
-    reduce_in_order(grads, acc)
-    sgd_update(hyper, params, velocity, acc, 7, params_out=want_p, velocity_out=want_v, scratch=g)
+    acc, g = np.empty(n, dtype), np.empty(n, dtype)
+    want_p, want_v = np.empty(n, dtype), np.full(n, 7, dtype)
+    reduce_in_order(np.ascontiguousarray(grads), acc)
+    sgd_update(hyper, params, velocity, acc, batch, params_out=want_p, velocity_out=want_v,
+               scratch=g)  # fmt: skip
 
-    got_p, got_v = np.empty(n, np.float32), np.empty(n, np.float32)
+    got_p, got_v = np.empty(n, dtype), np.full(n, 7, dtype)
+    path = {"grads": rows, "first": first} if form == "rows" else {"grads": list(grads)}
     reduce_and_update(
-        hyper, grads, params, velocity, 7, params_out=got_p, velocity_out=got_v,
-        acc=np.empty(chunk, np.float32), scratch=np.empty(chunk, np.float32),
+        hyper, path["grads"], params, velocity, batch, params_out=got_p, velocity_out=got_v,
+        acc=np.empty(chunk, dtype), scratch=np.empty(chunk, dtype), first=path.get("first", 0),
     )  # fmt: skip
     assert got_p.tobytes() == want_p.tobytes()
-    if momentum:
-        assert got_v.tobytes() == want_v.tobytes()
+    assert got_v.tobytes() == want_v.tobytes()  # all 7s still without momentum
+
+
+def test_rows_of_an_array_take_the_compiled_pass(monkeypatch):
+    """The test above proves the compiled pass only if rows of an array reach it."""
+    calls = []
+    monkeypatch.setattr(fused, "reduce_update", lambda *args: calls.append(args))
+    grads, p = np.ones((2, 10), np.float32), np.ones(5, np.float32)
+    common = {"params_out": p.copy(), "velocity_out": None, "acc": p.copy(), "scratch": p.copy()}
+    reduce_and_update(Hyper(0.1), grads, p, None, 2, first=5, **common)
+    assert len(calls) == 1
+    assert calls[0][1] == 5  # the rank's first column
+    reduce_and_update(Hyper(0.1), list(grads[:, 5:]), p, None, 2, **common)
+    assert len(calls) == 1  # vectors: numpy

@@ -296,7 +296,7 @@ class Rank:
         self._ctl.check()
         reduce_and_update(
             self.msg.lr_schedule.hyper(t),
-            a.grads[: len(bounds), lo:hi],
+            a.grads[: len(bounds)],
             a.params[src, lo:hi],
             a.velocity[src, lo:hi],
             bounds[-1][1],
@@ -304,6 +304,7 @@ class Rank:
             velocity_out=a.velocity[dst, lo:hi],
             acc=self._acc,
             scratch=self._scratch,
+            first=lo,
         )
 
     def _wait(self, phase: int) -> None:

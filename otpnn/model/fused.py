@@ -1,0 +1,110 @@
+"""The in-order reduction and the SGD update in one compiled pass: the bits of the numpy calls.
+
+Why: the update of a step is bound by memory traffic, and numpy streams every vector it touches
+once per call: adding the shard gradients, dividing, the momentum and the step are six calls, and
+a call that reads two vectors and writes a third costs here two to three times one that works in
+place. This pass reads each gradient row, the parameters and the velocity once and writes the
+new parameters and velocity once, a cache-sized block at a time.
+
+Why the same bits: every element goes through the very IEEE operations of
+:func:`~otpnn.model.reduce_in_order` + :func:`~otpnn.model.sgd_update`, in their order and at the
+arrays' precision: ``((g0 + g1) + ...) / batch``, ``+ wd * p``, ``v * momentum + g``, ``* lr``,
+``p - ...``, each rounded. numba without ``fastmath`` neither reassociates nor contracts a
+multiply and an add into one fused operation, and the scalars are cast to the arrays' dtype as
+numpy casts them. The tests hold this kernel to the numpy calls bit for bit.
+
+numba compiles the kernel once per dtype on its first call (cached on disk next to this module);
+the workers' forkserver compiles or loads it once for every worker it forks.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+BLOCK = 4096  # elements per block: a block of every vector the pass touches stays in L1
+
+
+@numba.njit(nogil=True, boundscheck=False, cache=True)
+def _pass(
+    grads: np.ndarray,
+    rows: int,
+    first: int,
+    params: np.ndarray,
+    velocity: np.ndarray,
+    params_out: np.ndarray,
+    velocity_out: np.ndarray,
+    batch: float,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    use_momentum: bool,
+    use_weight_decay: bool,
+) -> None:
+    """grads[:rows, first:first + len(params)] reduced in row order, then the update; the
+    scalars come already cast to the arrays' dtype; without momentum the velocities are left
+    alone, as ``sgd_update`` leaves them."""
+    acc = np.empty(BLOCK, params.dtype)
+    n = len(params)
+    for start in range(0, n, BLOCK):
+        m = min(BLOCK, n - start)
+        g0 = grads[0, first + start : first + start + m]
+        for j in range(m):
+            acc[j] = g0[j]
+        for r in range(1, rows):
+            gr = grads[r, first + start : first + start + m]
+            for j in range(m):
+                acc[j] = acc[j] + gr[j]
+        p = params[start : start + m]
+        for j in range(m):
+            acc[j] = acc[j] / batch
+        if use_weight_decay:
+            for j in range(m):
+                acc[j] = acc[j] + weight_decay * p[j]
+        p_out = params_out[start : start + m]
+        if use_momentum:
+            v = velocity[start : start + m]
+            v_out = velocity_out[start : start + m]
+            for j in range(m):
+                x = v[j] * momentum + acc[j]
+                v_out[j] = x
+                p_out[j] = p[j] - x * lr
+        else:
+            for j in range(m):
+                p_out[j] = p[j] - acc[j] * lr
+
+
+def reduce_update(
+    grads: np.ndarray,
+    first: int,
+    params: np.ndarray,
+    velocity: np.ndarray | None,
+    params_out: np.ndarray,
+    velocity_out: np.ndarray | None,
+    batch_len: int,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+) -> None:
+    """The pass above (see :func:`otpnn.model.reduce_and_update`, which calls it).
+
+    ``grads``: a C-contiguous (shards, N) array whose columns ``first .. first + len(params)``
+    are the gradients of ``params``; every vector a C-contiguous 1-D array of one dtype.
+    """
+    dtype = params.dtype.type
+    if momentum and (velocity is None or velocity_out is None):
+        raise ValueError("SGD with momentum needs velocity buffers")
+    v = params if velocity is None else velocity  # unread without momentum
+    v_out = params_out if velocity_out is None else velocity_out  # unwritten without momentum
+    _pass(
+        grads, len(grads), first, params, v, params_out, v_out, dtype(batch_len), dtype(lr),
+        dtype(momentum), dtype(weight_decay), bool(momentum), bool(weight_decay),
+    )  # fmt: skip
+
+
+def warm_up() -> None:
+    """Compile (or load from the cache) the kernel for float32 and float64 now, not on the first
+    step (the workers' forkserver calls this once for every worker it forks)."""
+    for dtype in (np.float32, np.float64):
+        grads, vec = np.ones((2, 1), dtype), np.ones(1, dtype)
+        reduce_update(grads, 0, vec, vec, vec.copy(), vec.copy(), 1, 0.1, 0.5, 0.1)
