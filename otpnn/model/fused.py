@@ -19,13 +19,25 @@ the workers' forkserver compiles or loads it once for every worker it forks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numba
 import numpy as np
 
-BLOCK = 4096  # elements per block: a block of every vector the pass touches stays in L1
+BLOCK = 4096  # elements per block: the blocks of every vector the pass touches stay in cache
 
 
-@numba.njit(nogil=True, boundscheck=False, cache=True)
+def compiled(kernel: Callable[..., None]) -> Callable[..., None]:
+    """``kernel`` compiled by numba on its first call and cached on disk; where numba finds no
+    writable cache directory (a read-only install, a user without a home), compiled in every
+    process instead of failing the import."""
+    try:
+        return numba.njit(nogil=True, boundscheck=False, cache=True)(kernel)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return numba.njit(nogil=True, boundscheck=False)(kernel)
+
+
+@compiled
 def _pass(
     grads: np.ndarray,
     rows: int,

@@ -129,3 +129,23 @@ def test_rows_of_an_array_take_the_compiled_pass(monkeypatch):
     assert calls[0][1] == 5  # the rank's first column
     reduce_and_update(Hyper(0.1), list(grads[:, 5:]), p, None, 2, **common)
     assert len(calls) == 1  # vectors: numpy
+
+
+def test_the_pass_compiles_without_a_writable_cache(monkeypatch):
+    """Where numba has nowhere to cache (a read-only install, no home), the kernel is compiled
+    in the process instead of failing the import."""
+    njit = fused.numba.njit
+
+    def no_cache_dir(**options):
+        if options.get("cache"):
+            raise RuntimeError("cannot cache function 'f': no locator available for file 'f.py'")
+        return njit(**options)
+
+    monkeypatch.setattr(fused.numba, "njit", no_cache_dir)
+
+    def double(x):
+        x[:] = x * 2
+
+    x = np.arange(3.0)
+    fused.compiled(double)(x)
+    assert x.tolist() == [0.0, 2.0, 4.0]
