@@ -13,7 +13,9 @@ For each network and batch size, one epoch of MNIST with:
   unless ``--shard-size``);
 
 all in one run, every runner once per round, the best of ``--repeat`` rounds counting (a machine
-whose speed drifts then drifts under all of them alike). Prints seconds and ratios (> 1 is
+whose speed drifts then drifts under all of them alike), and beside it the median over rounds
+of each round's own ratio (steadier where the speed changes within a round). Prints seconds
+and ratios (> 1 is
 faster than the 1-thread plain loop; the otpnn rows also as a ratio to the barrier bound and
 to the barrier bound with the update),
 checks that every otpnn run of a (network, batch) ends with the same checksum, measures the
@@ -31,6 +33,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import statistics
 import sys
 import threading
 import time
@@ -53,6 +56,7 @@ from supervision.process import ensure_forkserver
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 QUICK = {"networks": "128x64,512x512", "batch_sizes": "64,256", "process_workers": "1,2",
          "thread_workers": "", "repeat": 1}  # fmt: skip
+PLAIN = "plain, 1 BLAS thread"
 BARRIER = "2 x half, barrier"
 UPDATE_BARRIER = "2 x half+update, barrier"
 
@@ -234,9 +238,10 @@ def _ints(text: str) -> list[int]:
 
 
 def sweep_one(cfg: TrainConfig, dataset: Dataset, args: argparse.Namespace) -> dict:
-    """Every runner of one (network, batch), ``args.repeat`` rounds; the best round counts."""
+    """Every runner of one (network, batch), ``args.repeat`` rounds: the best round's seconds,
+    and the median over rounds of each round's ratios."""
     runners: dict[str, Callable[[], tuple[float, str]]] = {
-        "plain, 1 BLAS thread": partial(plain_epoch, cfg, dataset, 1),
+        PLAIN: partial(plain_epoch, cfg, dataset, 1),
         "plain, 2 BLAS threads": partial(plain_epoch, cfg, dataset, 2),
         "2 x half, no sync": partial(parallel_bound, cfg, False),
         BARRIER: partial(parallel_bound, cfg, True),
@@ -254,6 +259,7 @@ def sweep_one(cfg: TrainConfig, dataset: Dataset, args: argparse.Namespace) -> d
         for label, runner in runners.items():
             results[label].append(runner())
     seconds = {label: min(s for s, _ in rows) for label, rows in results.items()}
+    rounds = [{label: rows[i][0] for label, rows in results.items()} for i in range(args.repeat)]
     sums = {c for rows in results.values() for _, c in rows if c}
     return {
         "network": "x".join(map(str, cfg.hidden)),
@@ -261,14 +267,24 @@ def sweep_one(cfg: TrainConfig, dataset: Dataset, args: argparse.Namespace) -> d
         "shard_size": cfg.effective_shard_size,
         "shards": len(shard_bounds(cfg.batch_size, cfg.effective_shard_size)),
         "seconds": seconds,
+        # Each round's ratio, then the median over rounds: steadier than the best rounds'
+        # ratio where the machine's speed changes between runners of one round.
+        "paired_speedup": {label: _median_ratio(rounds, PLAIN, label) for label in results},
+        "paired_vs_update_bound": {
+            label: _median_ratio(rounds, UPDATE_BARRIER, label) for label in results
+        },
         "checksums_identical": len(sums) == 1,
         "checksum": sorted(sums)[0] if len(sums) == 1 else None,
     }
 
 
+def _median_ratio(rounds: list[dict[str, float]], base: str, label: str) -> float:
+    return statistics.median(r[base] / r[label] for r in rounds)
+
+
 def print_rows(row: dict) -> None:
     seconds = row["seconds"]
-    plain, bound = seconds["plain, 1 BLAS thread"], seconds[BARRIER]
+    plain, bound = seconds[PLAIN], seconds[BARRIER]
     with_update = seconds[UPDATE_BARRIER]
     head = f"{row['network']:>9} {row['batch']:>5}"
     for label, s in seconds.items():
@@ -277,7 +293,10 @@ def print_rows(row: dict) -> None:
             if label.startswith("otpnn")
             else ""
         )
-        print(f"{head} {label:<24} {s:>8.3f} s {plain / s:>6.2f}x {vs}", flush=True)
+        paired = f"median of rounds {row['paired_speedup'][label]:>5.2f}x"
+        if label.startswith("otpnn"):
+            paired += f" {row['paired_vs_update_bound'][label]:>5.2f}x +update"
+        print(f"{head} {label:<24} {s:>8.3f} s {plain / s:>6.2f}x {vs} | {paired}", flush=True)
     same = "identical" if row["checksums_identical"] else "DIFFER"
     print(f"{head} shard size {row['shard_size']} ({row['shards']} a batch); checksums {same}")
 
@@ -295,9 +314,9 @@ def plot(rows: list[dict], path: Path) -> None:
         mine = [r for r in rows if r["batch"] == batch]
         names = [r["network"] for r in mine]
         for label in mine[0]["seconds"]:
-            if label == "plain, 1 BLAS thread":
+            if label == PLAIN:
                 continue
-            ratios = [r["seconds"]["plain, 1 BLAS thread"] / r["seconds"][label] for r in mine]
+            ratios = [r["seconds"][PLAIN] / r["seconds"][label] for r in mine]
             style = "--" if label.startswith(("plain", "2 x")) else "-o"
             ax.plot(names, ratios, style, label=label)
         ax.axhline(1.0, color="grey", linewidth=0.8)
