@@ -146,9 +146,12 @@ def local_steps(
             )
             losses.append(loss)
             corrects.append(correct)
-        reduce_in_order(buffers.slots[: len(bounds)], buffers.acc)
+        if len(bounds) == 1:  # the sum of one shard is its row: no copy (the default shard)
+            grad = buffers.slots[0]
+        else:
+            grad = reduce_in_order(buffers.slots[: len(bounds)], buffers.acc)
         sgd_update(
-            lr_schedule.hyper(batch.step), params, velocity, buffers.acc, batch.rows,
+            lr_schedule.hyper(batch.step), params, velocity, grad, batch.rows,
             params_out=params, velocity_out=velocity, scratch=buffers.scratch,
         )  # fmt: skip
         out.append((losses, corrects))
