@@ -130,3 +130,41 @@ def test_a_fault_taken_by_an_earlier_rank_is_not_planned_twice(taken: set[int]) 
     p = planner("crash:worker=any@step=1")
     found = p.for_worker(1, 1, 0, range(0, 1), first=True, taken=taken)
     assert (found is None) == (0 in taken)
+
+
+@pytest.mark.parametrize("specs", [(), ("crash:coordinator@step=2",), ("crash:loader@epoch=1",)])
+def test_without_worker_faults_or_chaos_a_run_is_planned_without_a_look_at_each_step(
+    specs: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shortcut plans what the look at every step plans (turns taken in rank order, no
+    faults), and does not look."""
+    looked = planner(*specs)
+    monkeypatch.setattr(looked, "_workers_untouched", lambda: False)
+    want = (
+        looked.plan_run(1, 8, 1, [0, 3]),
+        looked.plan_turns(1, 8, 1, [0, 3]),
+        looked.for_share(range(1, 5), 1, 0, first=True, taken=set()),
+    )
+    p = planner(*specs)
+
+    def look(*args: object, **kwargs: object) -> None:
+        raise AssertionError("looked at a step")
+
+    monkeypatch.setattr(p, "for_worker", look)
+    got = (
+        p.plan_run(1, 8, 1, [0, 3]),
+        p.plan_turns(1, 8, 1, [0, 3]),
+        p.for_share(range(1, 5), 1, 0, first=True, taken=set()),
+    )
+    assert got == want
+    assert got[1] == ([0, 1, 0, 1, 0, 1, 0, 1], [[], []])
+
+
+def test_a_worker_fault_or_chaos_makes_the_planner_look_at_each_step() -> None:
+    p = planner("crash:worker=0@step=2")
+    assert not p._workers_untouched()
+    p.book.mark_fired(0)
+    assert p._workers_untouched()  # fired: nothing left to act out
+    p.book.add(parse_fault("kill:worker=any@step=3"))
+    assert not p._workers_untouched()  # added while the job runs
+    assert not planner(chaos=Chaos(0.01))._workers_untouched()
