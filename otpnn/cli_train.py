@@ -9,6 +9,7 @@ order, a final checkpoint written).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import signal
@@ -35,7 +36,7 @@ from otpnn.data import load_dataset
 from otpnn.entry import EARLY_SIGNAL
 from otpnn.faults import GRAMMAR, Chaos, parse_fault
 from otpnn.logdir import log_job
-from otpnn.logs import AboveTheBar, configure_logging
+from otpnn.logs import AboveTheBar, configure_logging, route_stdlib_logging
 from otpnn.run_checks import (
     EXIT_CHECKSUM_MISMATCH,
     EXIT_UNFIRED_FAULTS,
@@ -314,12 +315,12 @@ def train(**opts: Any) -> None:
     # A bar only for a person at a terminal: into a pipe or a file it is noise, and tqdm's
     # write lock is one more thing a closed pipe can wedge.
     show_bar = not opts["quiet"] and opts["log_format"] == "console" and sys.stderr.isatty()
+    stream = AboveTheBar() if show_bar else None
     configure_logging(
-        opts["log_format"],
-        quiet=not chatty,
-        stream=AboveTheBar() if show_bar else None,
-        tracebacks=opts["verbose"],
+        opts["log_format"], quiet=not chatty, stream=stream, tracebacks=opts["verbose"]
     )
+    # A library's warnings (e.g. Ray's) in the same format and stream; its chatter stays out.
+    route_stdlib_logging(opts["log_format"], logging.WARNING, stream=stream)
     try:
         config, options = _parse(opts)
         _check_outputs(opts)

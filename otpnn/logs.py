@@ -109,11 +109,17 @@ def _plain_numbers(_logger: Any, _name: str, event: EventDict) -> EventDict:
     return event
 
 
-def route_stdlib_logging(fmt: str, level: int = logging.INFO) -> None:
+_routed = False  # set by route_stdlib_logging: adopt_library_logger acts only then
+
+
+def route_stdlib_logging(
+    fmt: str, level: int = logging.INFO, *, stream: TextIO | AboveTheBar | None = None
+) -> None:
     """Render the standard library's records (a library's, e.g. uvicorn's server and access
-    lines) like structlog's own, so that a JSON log is JSON on every line."""
+    lines, Ray's warnings) like structlog's own, so that a JSON log is JSON on every line;
+    ``stream`` as in :func:`configure_logging`."""
     # StreamHandler writes record and newline in one call, here under structlog's line lock.
-    handler = logging.StreamHandler(cast(TextIO, _Tolerant(sys.stderr)))
+    handler = logging.StreamHandler(cast(TextIO, _Tolerant(stream or sys.stderr)))
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[
@@ -126,9 +132,33 @@ def route_stdlib_logging(fmt: str, level: int = logging.INFO) -> None:
             pass_foreign_args=True,  # for _access_fields
         )
     )
+    handler.setLevel(level)  # a library's logger may pass on records below the root's level
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    global _routed
+    _routed = True
+    for name in _OWN_HANDLER_LIBRARIES:
+        if name in sys.modules:
+            adopt_library_logger(name)
+
+
+_OWN_HANDLER_LIBRARIES = ("ray",)
+"""Libraries whose import gives their logger a stderr handler of its own and stops its records
+from reaching the root handler (Ray's, so that a ``basicConfig`` does not print them twice)."""
+
+
+def adopt_library_logger(name: str) -> None:
+    """Once :func:`route_stdlib_logging` has routed the standard library's records: the records
+    of library ``name``, whose import gave its logger a handler of its own, go that way too, in
+    the log's format (a Ray warning is one more JSON line in a JSON log). Call it after the
+    library's import; it does nothing where the records are not routed (an application that
+    embeds the trainer keeps its own logging set-up)."""
+    if not _routed:
+        return
+    logger = logging.getLogger(name)
+    logger.handlers.clear()
+    logger.propagate = True
 
 
 def _access_fields(_logger: Any, _name: str, event: EventDict) -> EventDict:

@@ -30,6 +30,7 @@ from otpnn.data import Dataset
 from otpnn.dirlock import DirLock
 from otpnn.errors import JobStopped, TrainingFailed, UsageError
 from otpnn.faults import Fault
+from otpnn.logs import adopt_library_logger
 from otpnn.schedule import steps_per_epoch
 from otpnn.training import blas
 from otpnn.training.coordinator import Coordinator, CoordinatorContext
@@ -173,6 +174,7 @@ class TrainingJob:
         its start-up is timed apart from training (the epoch rows exclude it)."""
         from supervision.ray import connect
 
+        adopt_library_logger("ray")  # imported now: its warnings in the log's format
         try:
             self._ray = connect(self.options.ray_address, num_cpus=max(self.workers, 2))
         except ConnectionError as exc:

@@ -14,7 +14,8 @@ import pytest
 import structlog
 from tqdm import tqdm
 
-from otpnn.logs import AboveTheBar, configure_logging, route_stdlib_logging
+from otpnn import logs
+from otpnn.logs import AboveTheBar, adopt_library_logger, configure_logging, route_stdlib_logging
 
 
 def _screen(raw: str) -> list[str]:
@@ -69,6 +70,8 @@ def test_structlog_and_library_lines_never_share_a_line(monkeypatch: pytest.Monk
     once; in JSON format each line must stay one JSON object."""
     err = _SlowStderr()
     monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(logs, "_routed", False)
+    monkeypatch.setattr(logs, "_OWN_HANDLER_LIBRARIES", ())
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     try:
@@ -95,3 +98,41 @@ def test_structlog_and_library_lines_never_share_a_line(monkeypatch: pytest.Monk
     events = [json.loads(line)["event"] for line in err.getvalue().splitlines()]
     assert events.count("ours") == 600
     assert len(events) == 1200
+
+
+@pytest.mark.parametrize("imported_before_routing", [True, False])
+def test_a_library_with_a_handler_of_its_own_is_routed_like_the_rest(
+    monkeypatch: pytest.MonkeyPatch, imported_before_routing: bool
+) -> None:
+    """Ray's import gives the "ray" logger a stderr handler of its own and stops propagation:
+    once records are routed, its warnings come in the log's format too, whether it was imported
+    before the routing or after (then the trainer adopts it when it starts a Ray job); below
+    the routing's level nothing of it shows; unrouted, it keeps its own handler."""
+    monkeypatch.setattr(logs, "_routed", False)
+    monkeypatch.setattr(logs, "_OWN_HANDLER_LIBRARIES", ("somelib",))
+    lib, root = logging.getLogger("somelib"), logging.getLogger()
+    own = logging.StreamHandler(io.StringIO())
+    saved = root.handlers[:], root.level
+    lib.handlers[:], lib.propagate = [own], False
+    try:
+        adopt_library_logger("somelib")
+        assert lib.handlers == [own]  # not routed: an embedding application's set-up stays
+        if imported_before_routing:
+            monkeypatch.setitem(sys.modules, "somelib", object())
+        out = io.StringIO()
+        route_stdlib_logging("json", logging.WARNING, stream=out)
+        if not imported_before_routing:
+            assert lib.handlers == [own]
+            adopt_library_logger("somelib")
+        assert lib.handlers == []
+        lib.getChild("setup").warning("a library warns")
+        lib.getChild("setup").info("a library chats")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+        lib.handlers[:], lib.propagate = [], True
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(e["event"], e["level"], e["logger"]) for e in events] == [
+        ("a library warns", "warning", "somelib.setup")
+    ]
+    assert own.stream.getvalue() == ""

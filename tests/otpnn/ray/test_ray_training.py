@@ -3,6 +3,7 @@ serial reference), recovery from a killed Ray worker, the CLI."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -134,6 +135,22 @@ def test_an_address_with_no_cluster_is_one_clear_error_at_once() -> None:
     assert done.returncode == 2, done.stderr
     assert f"no Ray head node answers at {address}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_json_logs_stay_json_with_rays_own_warnings() -> None:
+    """Ray warns through a stderr handler of its own (e.g. about token authentication when it
+    starts a local cluster); in a JSON log that line is one more JSON object (a fresh process:
+    this one is connected to the session's Ray already)."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}  # Ray says what it does
+    args = ["train", "--backend", "ray", "--workers", "2", "--dataset", "synthetic"]
+    done = subprocess.run(
+        [sys.executable, "-m", "otpnn", *args, "--epochs", "1", "--log-format", "json"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines()]  # every line is JSON
+    assert any(e["event"] == "epoch_done" for e in events)
+    assert all(e["level"] != "info" for e in events if e.get("logger", "").startswith("ray"))
 
 
 def test_a_connected_ray_is_reused_and_left_running() -> None:

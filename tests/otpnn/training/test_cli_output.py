@@ -40,6 +40,32 @@ def test_json_logs_parse_line_by_line_and_carry_plain_numbers() -> None:
     assert "np.float64" not in run.stderr
 
 
+def test_a_librarys_warnings_come_in_the_logs_format_and_its_chatter_stays_out() -> None:
+    """A library logging through the standard library while ``otpnn train`` runs (Ray warns so
+    when it starts a local cluster): its warning is one JSON line like the trainer's own, its
+    info lines are not printed."""
+    chatty_library = (
+        "import logging, sys, otpnn.cli_train as cli; real = cli.load_dataset\n"
+        "def load(cfg):\n"
+        "    logging.getLogger('somelib.setup').warning('a library warns')\n"
+        "    logging.getLogger('somelib.setup').info('a library chats')\n"
+        "    return real(cfg)\n"
+        "cli.load_dataset = load\n"
+        "from otpnn.entry import run\n"
+        "sys.argv = ['otpnn', 'train', *sys.argv[1:]]\n"
+        "run()\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", chatty_library, *SMALL, "--epochs", "1", "--log-format", "json"],
+        capture_output=True, text=True, timeout=90, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    events = [json.loads(line) for line in run.stderr.splitlines()]  # every line is JSON
+    library = [e for e in events if e.get("logger") == "somelib.setup"]
+    assert [(e["event"], e["level"]) for e in library] == [("a library warns", "warning")]
+    assert any(e["event"] == "epoch_done" for e in events)
+
+
 def test_console_logs_to_a_pipe_get_no_progress_bar() -> None:
     run = otpnn("--epochs", "1")
     assert run.returncode == 0, run.stderr
