@@ -103,9 +103,14 @@ def reduce_update(
     ``grads``: a C-contiguous (shards, N) array whose columns ``first .. first + len(params)``
     are the gradients of ``params``; every vector a C-contiguous 1-D array of one dtype.
     """
-    dtype = params.dtype.type
+    dtype, n = params.dtype.type, len(params)
     if momentum and (velocity is None or velocity_out is None):
         raise ValueError("SGD with momentum needs velocity buffers")
+    # The pass does not check its indices (boundscheck=False): a wrong call must stop here.
+    if not len(grads) or first < 0 or first + n > grads.shape[1]:
+        raise ValueError(f"no gradient rows with columns {first}..{first + n} in {grads.shape}")
+    if any(len(v) != n for v in (params_out, velocity, velocity_out) if v is not None):
+        raise ValueError("the parameter, velocity and output vectors differ in length")
     v = params if velocity is None else velocity  # unread without momentum
     v_out = params_out if velocity_out is None else velocity_out  # unwritten without momentum
     _pass(

@@ -149,3 +149,15 @@ def test_the_pass_compiles_without_a_writable_cache(monkeypatch):
     x = np.arange(3.0)
     fused.compiled(double)(x)
     assert x.tolist() == [0.0, 2.0, 4.0]
+
+
+@pytest.mark.parametrize(
+    ("rows", "first", "out_len"), [(0, 0, 5), (2, 6, 5), (2, -1, 5), (2, 0, 4)]
+)
+def test_the_pass_refuses_columns_or_vectors_it_would_read_past(rows, first, out_len):
+    """The compiled pass does not check its indices: a call that would read past the gradient
+    rows or write past an output is refused before it starts."""
+    grads, p = np.ones((rows, 10), np.float32), np.ones(5, np.float32)
+    with pytest.raises(ValueError, match=r"columns|differ in length"):
+        fused.reduce_update(grads, first, p, None, np.ones(out_len, np.float32), None, 2,
+                            0.1, 0.0, 0.0)  # fmt: skip
