@@ -2,8 +2,8 @@
 
 Why: the update of a step is bound by memory traffic, and numpy streams every vector it touches
 once per call: adding the shard gradients, dividing, the momentum and the step are six calls, and
-a call that reads two vectors and writes a third costs here two to three times one that works in
-place. This pass reads each gradient row, the parameters and the velocity once and writes the
+a call that reads two vectors and writes a third costs much more than one that works in place.
+This pass reads each gradient row, the parameters and the velocity once and writes the
 new parameters and velocity once, a cache-sized block at a time.
 
 Why the same bits: every element goes through the very IEEE operations of

@@ -149,8 +149,8 @@ class FaultPlanner:
     # -- workers -----------------------------------------------------------------------------
     def _workers_untouched(self) -> bool:
         """No chaos and no unfired worker fault: no worker acts anything out, and the plans of
-        a run need no look at each of its steps (an epoch's look took ~10-20 ms, while the
-        workers waited for the run to start)."""
+        a run need no look at each of its steps (a look the workers would wait out: they start
+        once the run is planned)."""
         return self.chaos is None and not self.book.any_unfired("worker")
 
     def redo(self, step: int) -> None:
