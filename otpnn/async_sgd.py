@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from otpnn.model import UPDATE_CHUNK, Hyper, reduce_and_update
+from otpnn.model import Hyper, reduce_and_update
 
 
 class VersionRing:
@@ -77,14 +77,6 @@ class VersionRing:
         return np.stack([self.version(v) for v in range(step - s + 1, step)])
 
 
-class UpdateBuffers:
-    """The chunk-sized scratch of :func:`apply_update` (see ``reduce_and_update``)."""
-
-    def __init__(self, n_params: int, dtype: np.dtype) -> None:
-        self.acc = np.empty(max(1, min(UPDATE_CHUNK, n_params)), dtype)
-        self.scratch = np.empty_like(self.acc)
-
-
 def apply_update(
     hyper: Hyper,
     ring: VersionRing,
@@ -92,16 +84,14 @@ def apply_update(
     grads: Sequence[np.ndarray] | np.ndarray,
     step: int,
     rows: int,
-    buffers: UpdateBuffers,
     *,
     velocity_out: np.ndarray | None = None,
 ) -> None:
     """Update ``step``: the shard gradients ``grads`` of its ``rows`` samples added in shard
     order, applied to version ``step - 1`` and the momentum buffer ``velocity`` into version
-    ``step``'s row and ``velocity_out`` (by default ``velocity`` itself, updated in place), in
-    cache-sized chunks: the bits of the whole-vector calls."""
+    ``step``'s row and ``velocity_out`` (by default ``velocity`` itself, updated in place), by
+    ``reduce_and_update``: the bits of the whole-vector calls."""
     reduce_and_update(
         hyper, grads, ring.version(step - 1), velocity, rows, params_out=ring.version(step),
-        velocity_out=velocity if velocity_out is None else velocity_out, acc=buffers.acc,
-        scratch=buffers.scratch,
+        velocity_out=velocity if velocity_out is None else velocity_out,
     )  # fmt: skip

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from otpnn.async_sgd import UpdateBuffers, VersionRing, apply_update
+from otpnn.async_sgd import VersionRing, apply_update
 from otpnn.config import TrainConfig
 from otpnn.data import Dataset
 from otpnn.lr_schedule import LrSchedule
@@ -41,7 +41,6 @@ def train_async_reference(
     optimizer = SGD(cfg.lr, cfg.momentum, cfg.weight_decay)
     velocity = np.zeros_like(initial)
     buffers = StepBuffers(cfg, initial.size)
-    update_buffers = UpdateBuffers(initial.size, initial.dtype)
     result = ReferenceResult(initial, optimizer)
     with threadpool_limits(1):
         for epoch in range(1, cfg.epochs + 1):
@@ -61,7 +60,7 @@ def train_async_reference(
                     correct += shard_correct
                 apply_update(
                     lr_schedule.hyper(t), ring, velocity, buffers.slots[: len(bounds)], t,
-                    bounds[-1][1], update_buffers,
+                    bounds[-1][1],
                 )  # fmt: skip
                 result.steps += 1
             params = ring.version(result.steps)

@@ -67,9 +67,8 @@ def reduce_and_update(
     *,
     params_out: np.ndarray,
     velocity_out: np.ndarray | None,
-    acc: np.ndarray,
-    scratch: np.ndarray,
     first: int = 0,
+    chunk: int = UPDATE_CHUNK,
 ) -> None:
     """``reduce_in_order(grads)`` then :func:`sgd_update`, with the bits of those two calls.
 
@@ -79,9 +78,8 @@ def reduce_and_update(
 
     It exists for speed: the update of a wide network is bound by memory traffic. A C-contiguous
     array of rows, with every vector contiguous, goes through :mod:`otpnn.model.fused` (one
-    compiled pass); anything else through numpy ``len(acc)`` elements at a time, so that the
-    chunk's slices stay in cache across the six or so calls. ``acc`` and ``scratch``: equal
-    lengths (the chunk), any content."""
+    compiled pass); anything else through numpy ``chunk`` elements at a time, so that the
+    chunk's slices stay in cache across the six or so calls."""
     vectors = [v for v in (params, params_out, velocity, velocity_out) if v is not None]
     if (
         isinstance(grads, np.ndarray)
@@ -96,9 +94,10 @@ def reduce_and_update(
             hyper.momentum, hyper.weight_decay,
         )  # fmt: skip
         return
-    step = len(acc)
-    for lo in range(0, len(params), step):
-        hi = min(lo + step, len(params))
+    acc = np.empty(max(1, min(chunk, len(params))), params.dtype)
+    scratch = np.empty_like(acc)
+    for lo in range(0, len(params), chunk):
+        hi = min(lo + chunk, len(params))
         a, s = acc[: hi - lo], scratch[: hi - lo]
         reduce_in_order([g[first + lo : first + hi] for g in grads], a)
         sgd_update(

@@ -112,7 +112,7 @@ def test_reduce_and_update_gives_the_whole_vectors_bits(
     path = {"grads": rows, "first": first} if form == "rows" else {"grads": list(grads)}
     reduce_and_update(
         hyper, path["grads"], params, velocity, batch, params_out=got_p, velocity_out=got_v,
-        acc=np.empty(chunk, dtype), scratch=np.empty(chunk, dtype), first=path.get("first", 0),
+        first=path.get("first", 0), chunk=chunk,
     )  # fmt: skip
     assert got_p.tobytes() == want_p.tobytes()
     assert got_v.tobytes() == want_v.tobytes()  # all 7s still without momentum
@@ -123,7 +123,7 @@ def test_rows_of_an_array_take_the_compiled_pass(monkeypatch):
     calls = []
     monkeypatch.setattr(fused, "reduce_update", lambda *args: calls.append(args))
     grads, p = np.ones((2, 10), np.float32), np.ones(5, np.float32)
-    common = {"params_out": p.copy(), "velocity_out": None, "acc": p.copy(), "scratch": p.copy()}
+    common = {"params_out": p.copy(), "velocity_out": None}
     reduce_and_update(Hyper(0.1), grads, p, None, 2, first=5, **common)
     assert len(calls) == 1
     assert calls[0][1] == 5  # the rank's first column

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from otpnn.async_sgd import UpdateBuffers, VersionRing, apply_update
+from otpnn.async_sgd import VersionRing, apply_update
 from otpnn.lr_schedule import LrSchedule
 from otpnn.model import layer_views, layers_gradient
 from otpnn.schedule import Batches
@@ -127,7 +127,6 @@ class AsyncRank:
         n_params, dtype = arrays.ring.shape[1], arrays.ring.dtype
         self._grads = np.empty((msg.max_shards, n_params), dtype)  # this rank's alone
         self._grad_layers = [layer_views(row, side.sizes) for row in self._grads]
-        self._buffers = UpdateBuffers(n_params, dtype)
 
     def run(self) -> int | None:
         msg, ctl = self.msg, self._ctl
@@ -178,7 +177,7 @@ class AsyncRank:
         self._ctl.check()
         apply_update(
             self.msg.lr_schedule.hyper(t), self._ring, a.velocity[(t - 1) % 2],
-            self._grads[: len(bounds)], t, bounds[-1][1], self._buffers,
+            self._grads[: len(bounds)], t, bounds[-1][1],
             velocity_out=a.velocity[t % 2],
         )  # fmt: skip
 

@@ -56,7 +56,7 @@ from typing import Any, Protocol
 import numpy as np
 import pykka
 
-from otpnn.async_sgd import UpdateBuffers, VersionRing, apply_update
+from otpnn.async_sgd import VersionRing, apply_update
 from otpnn.model import num_params
 from otpnn.schedule import shard_bounds
 from otpnn.training import segments
@@ -211,7 +211,6 @@ class AsyncStepwiseDriver(Driver):
         self._ring.fill(step, params, self._earlier)
         self._earlier = None
         self._velocity = np.zeros(n_params, dtype) if velocity is None else velocity.copy()
-        self._buffers = UpdateBuffers(n_params, dtype)
         self._transport = self._make_transport()
         for version in range(max(0, step - s + 1), step + 1):
             self._transport.publish(version)
@@ -269,7 +268,7 @@ class AsyncStepwiseDriver(Driver):
         slot = self._arrays.grads.array[t % self.staleness]
         grads = [slot[s.index] for s in upd.shards]
         hyper = host.lr_schedule.hyper(t)
-        apply_update(hyper, self._ring, self._velocity, grads, t, upd.rows, self._buffers)
+        apply_update(hyper, self._ring, self._velocity, grads, t, upd.rows)
         del self._updates[t]
         self._transport.publish(t)
         losses, corrects = zip(*(upd.results[s.index] for s in upd.shards), strict=True)

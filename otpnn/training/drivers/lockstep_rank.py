@@ -15,8 +15,8 @@ for each step t of the run, rank r of R:
    update that slice of (params, velocity) from row ``(t-1) % 2`` into row ``t % 2``; publish
    phase ``2t``; wait until every rank has (not after the run's last step).
 
-The reduction and the update are element-wise per parameter, so slices (and the cache-sized
-chunks of ``reduce_and_update``) give the bits of the whole-vector ``reduce_in_order`` +
+The reduction and the update are element-wise per parameter, so slices (and the blocks of
+``reduce_and_update``'s compiled pass) give the bits of the whole-vector ``reduce_in_order`` +
 ``sgd_update`` that the serial reference does.
 
 Recovery: the state after s steps lives in row ``s % 2`` and is not written again before every
@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from otpnn.lr_schedule import LrSchedule
-from otpnn.model import UPDATE_CHUNK, layer_views, layers_gradient, reduce_and_update
+from otpnn.model import layer_views, layers_gradient, reduce_and_update
 from otpnn.schedule import Batches
 from otpnn.training.drivers.task import WorkerSide, WorkerTask
 from otpnn.training.fault_planner import split
@@ -253,8 +253,6 @@ class Rank:
         self._lo, self._hi = split(n, msg.ranks, msg.rank)
         self._param_layers = [layer_views(row, side.sizes) for row in arrays.params]
         self._grad_layers = [layer_views(row, side.sizes) for row in arrays.grads]
-        self._acc = np.empty(max(1, min(UPDATE_CHUNK, self._hi - self._lo)), arrays.params.dtype)
-        self._scratch = np.empty_like(self._acc)
 
     def run(self) -> int | None:
         msg, ctl = self.msg, self._ctl
@@ -302,8 +300,6 @@ class Rank:
             bounds[-1][1],
             params_out=a.params[dst, lo:hi],
             velocity_out=a.velocity[dst, lo:hi],
-            acc=self._acc,
-            scratch=self._scratch,
             first=lo,
         )
 

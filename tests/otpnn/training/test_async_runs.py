@@ -134,9 +134,9 @@ def test_a_rank_dying_half_way_through_an_update_loses_only_that_update(monkeypa
     real = ranks.apply_update
     calls = 0
 
-    def tears_then_dies(hyper, ring, velocity, grads, step, rows, buffers, *, velocity_out):
+    def tears_then_dies(hyper, ring, velocity, grads, step, rows, *, velocity_out):
         nonlocal calls
-        real(hyper, ring, velocity, grads, step, rows, buffers, velocity_out=velocity_out)
+        real(hyper, ring, velocity, grads, step, rows, velocity_out=velocity_out)
         calls += 1
         if calls == 7:
             ring.version(step)[::2] = np.nan
