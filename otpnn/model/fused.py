@@ -28,13 +28,28 @@ BLOCK = 4096  # elements per block: the blocks of every vector the pass touches 
 
 
 def compiled(kernel: Callable[..., None]) -> Callable[..., None]:
-    """``kernel`` compiled by numba on its first call and cached on disk; where numba finds no
-    writable cache directory (a read-only install, a user without a home), compiled in every
-    process instead of failing the import."""
+    """``kernel`` compiled by numba on its first call and cached on disk; compiled in the
+    process instead where numba finds no writable cache directory (a read-only install, a user
+    without a home) or cannot read what it cached (a damaged file), rather than failing."""
+    uncached = numba.njit(nogil=True, boundscheck=False)(kernel)  # compiled if ever called
     try:
-        return numba.njit(nogil=True, boundscheck=False, cache=True)(kernel)
+        cached = numba.njit(nogil=True, boundscheck=False, cache=True)(kernel)
     except RuntimeError:  # numba: "cannot cache function ...: no locator available"
-        return numba.njit(nogil=True, boundscheck=False)(kernel)
+        return uncached
+
+    def call(*args: object) -> None:
+        nonlocal cached
+        try:
+            cached(*args)
+        except Exception:
+            if cached is uncached:
+                raise
+            # A cache numba cannot load fails before the kernel writes anything (the dispatch
+            # loads it), so the call is whole to redo; a real error comes back uncached too.
+            cached = uncached
+            uncached(*args)
+
+    return call
 
 
 @compiled

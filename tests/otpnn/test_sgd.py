@@ -161,3 +161,30 @@ def test_the_pass_refuses_columns_or_vectors_it_would_read_past(rows, first, out
     with pytest.raises(ValueError, match=r"columns|differ in length"):
         fused.reduce_update(grads, first, p, None, np.ones(out_len, np.float32), None, 2,
                             0.1, 0.0, 0.0)  # fmt: skip
+
+
+def test_the_pass_compiles_in_the_process_when_its_cache_cannot_be_read(monkeypatch):
+    """A damaged cache file makes numba's first call fail before the kernel runs: the call is
+    redone with the kernel compiled in the process, and every later call goes there at once."""
+    njit, loads = fused.numba.njit, []
+
+    def damaged_cache(**options):
+        if not options.get("cache"):
+            return njit(**options)
+
+        def load(*args):
+            loads.append(args)
+            raise ValueError("invalid literal for int() with base 10: 'arbage'")
+
+        return lambda kernel: load
+
+    monkeypatch.setattr(fused.numba, "njit", damaged_cache)
+
+    def double(x):
+        x[:] = x * 2
+
+    kernel, x = fused.compiled(double), np.arange(3.0)
+    kernel(x)
+    kernel(x)
+    assert x.tolist() == [0.0, 4.0, 8.0]
+    assert len(loads) == 1  # the damaged cache was tried once
