@@ -51,6 +51,15 @@ class Batches:
         lo = ((step - 1) % self.steps_per_epoch) * self.batch_size
         return lo, shard_bounds(min(self.batch_size, self.n_train - lo), self.shard_size)
 
+    def rows(self, step: int) -> int:
+        """Samples in the step's batch (the epoch's last may be short)."""
+        lo = ((step - 1) % self.steps_per_epoch) * self.batch_size
+        return min(self.batch_size, self.n_train - lo)
+
+    def shard_count(self, step: int) -> int:
+        """``len(self.shards(step)[1])``, without making the list."""
+        return -(-self.rows(step) // self.shard_size)
+
     def shards_before(self, step: int) -> int:
         """Micro-shards in steps 1..``step`` (what ``shard=N`` faults count)."""
         full = len(shard_bounds(self.batch_size, self.shard_size))

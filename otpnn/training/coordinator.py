@@ -190,7 +190,7 @@ class Coordinator(FaultTarget, Actor):
 
     def commit(self, step: int, losses: Iterable[float], corrects: Iterable[float]) -> None:
         """Step ``step`` is done (the driver's state after it is whole): count it."""
-        samples = sum(b - a for a, b in self.batches.shards(step)[1])
+        samples = self.batches.rows(step)
         loss, correct = self._tally.add_step(losses, corrects, samples)
         if not math.isfinite(loss):
             self._diverge(f"the loss of step {step} (epoch {self._epoch_of(step)}) is {loss}")

@@ -1,7 +1,15 @@
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from otpnn.schedule import batch_indices, epoch_permutation, shard_bounds, steps_per_epoch
+from otpnn.schedule import (
+    Batches,
+    batch_indices,
+    epoch_permutation,
+    shard_bounds,
+    steps_per_epoch,
+)
 
 
 def test_permutation_is_deterministic_per_seed_and_epoch():
@@ -33,3 +41,17 @@ def test_shard_bounds_are_contiguous_in_order():
     assert shard_bounds(64, 16) == [(0, 16), (16, 32), (32, 48), (48, 64)]
     assert shard_bounds(10, 4) == [(0, 4), (4, 8), (8, 10)]
     assert shard_bounds(3, 16) == [(0, 3)]
+
+
+@given(
+    n_train=st.integers(1, 500),
+    batch_size=st.integers(1, 64),
+    shard_size=st.integers(1, 64),
+    step=st.integers(1, 2000),
+)
+def test_rows_and_shard_count_say_what_shards_says(n_train, batch_size, shard_size, step):
+    """The coordinator counts samples and shards with these, not with the bounds' list."""
+    batches = Batches(n_train, batch_size, shard_size, steps_per_epoch(n_train, batch_size))
+    _, bounds = batches.shards(step)
+    assert batches.rows(step) == sum(b - a for a, b in bounds)
+    assert batches.shard_count(step) == len(bounds)

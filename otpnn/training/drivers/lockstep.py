@@ -132,15 +132,23 @@ class LockstepDriver(Driver):
         self._fired(run)
         for lost in run.lost:
             host.failure(done + 1, lost.index, lost.worker, lost.kind, lost.reason)
-        stats, per_epoch = self._stats.array, host.batches.steps_per_epoch
-        for step in range(first, done + 1):
-            k, n = (step - 1) % per_epoch, len(host.batches.shards(step)[1])
-            host.commit(step, stats[k, :n, 0], stats[k, :n, 1])
+        self._commit(first, done)
         if run.lost:
             for step in self._lost_steps(run, done):
                 host.lost_step(step)
         if run.interrupted:
             raise Interrupted
+
+    def _commit(self, first: int, done: int) -> None:
+        """Commit steps first..done (of one epoch) from the stats the ranks wrote. Every worker
+        waits while this runs, so the run's rows leave shared memory in one call, as Python
+        floats, rather than by numpy indexing per step."""
+        batches = self.host.batches
+        k = (first - 1) % batches.steps_per_epoch
+        rows = self._stats.array[k : k + max(0, done - first + 1)].tolist()
+        for step, shards in zip(range(first, done + 1), rows, strict=True):
+            n = batches.shard_count(step)
+            self.host.commit(step, [s[0] for s in shards[:n]], [s[1] for s in shards[:n]])
 
     def _watch(self, run: _Run) -> None:
         """Wait for a run's replies. A failed reply, a stop request or a newly planned fault
