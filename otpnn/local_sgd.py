@@ -35,7 +35,14 @@ import numpy as np
 
 from otpnn.config import TrainConfig
 from otpnn.lr_schedule import LrSchedule
-from otpnn.model import reduce_in_order, sgd_update, shard_gradient
+from otpnn.model import (
+    layer_views,
+    layers_gradient,
+    num_params,
+    reduce_and_update,
+    reduce_in_order,
+    sgd_update,
+)
 from otpnn.schedule import shard_bounds
 
 
@@ -109,13 +116,17 @@ class Batch:
 
 
 class LocalBuffers:
-    """Scratch for a replica's local steps: a gradient slot per micro-shard, the reduction
-    target and the update's scratch."""
+    """Scratch for a replica's local steps: a gradient slot per micro-shard (and its layer
+    views); with ``numpy_update``, also the reduction target and the update's scratch."""
 
-    def __init__(self, n_shards: int, n_params: int, dtype: np.dtype) -> None:
-        self.slots = np.empty((n_shards, n_params), dtype)
-        self.acc = np.empty(n_params, dtype)
-        self.scratch = np.empty(n_params, dtype)
+    def __init__(
+        self, n_shards: int, sizes: tuple[int, ...], dtype: np.dtype, *, numpy_update: bool = False
+    ) -> None:
+        self.slots = np.empty((n_shards, num_params(sizes)), dtype)
+        self.slot_layers = [layer_views(row, sizes) for row in self.slots]
+        self.numpy_update = numpy_update
+        self.acc = np.empty(self.slots.shape[1] if numpy_update else 0, dtype)
+        self.scratch = np.empty_like(self.acc)
 
 
 def local_steps(
@@ -133,7 +144,12 @@ def local_steps(
 ) -> list[tuple[list[float], list[int]]]:
     """Train the replica (``params``, ``velocity``, updated in place) one SGD step per batch, at
     the batch's step's rate; per batch its shards' (loss sums, correct counts) under the
-    parameters before its step."""
+    parameters before its step.
+
+    The update is the compiled pass of :func:`~otpnn.model.reduce_and_update`, in place; with
+    ``buffers.numpy_update``, the numpy calls it reproduces bit for bit (the serial reference,
+    which so holds the workers' pass to them)."""
+    layers = layer_views(params, sizes)
     out = []
     for batch in batches:
         rows = order[batch.offset : batch.offset + batch.rows]
@@ -141,19 +157,23 @@ def local_steps(
         losses, corrects = [], []
         for k, (a, b) in enumerate(bounds):
             idx = rows[a:b]
-            loss, correct = shard_gradient(
-                params, sizes, activation, images[idx], labels[idx], buffers.slots[k]
+            loss, correct = layers_gradient(
+                layers, buffers.slot_layers[k], activation, images[idx], labels[idx]
             )
             losses.append(loss)
             corrects.append(correct)
-        if len(bounds) == 1:  # the sum of one shard is its row: no copy (the default shard)
-            grad = buffers.slots[0]
+        hyper, grads = lr_schedule.hyper(batch.step), buffers.slots[: len(bounds)]
+        if not buffers.numpy_update:
+            reduce_and_update(
+                hyper, grads, params, velocity, batch.rows, params_out=params,
+                velocity_out=velocity,
+            )  # fmt: skip
         else:
-            grad = reduce_in_order(buffers.slots[: len(bounds)], buffers.acc)
-        sgd_update(
-            lr_schedule.hyper(batch.step), params, velocity, grad, batch.rows,
-            params_out=params, velocity_out=velocity, scratch=buffers.scratch,
-        )  # fmt: skip
+            grad = grads[0] if len(bounds) == 1 else reduce_in_order(grads, buffers.acc)
+            sgd_update(
+                hyper, params, velocity, grad, batch.rows, params_out=params,
+                velocity_out=velocity, scratch=buffers.scratch,
+            )  # fmt: skip
         out.append((losses, corrects))
     return out
 

@@ -40,7 +40,7 @@ def train_local_sgd_reference(
     velocity = np.zeros_like(params)
     result = ReferenceResult(params, optimizer)
     n_shards = len(shard_bounds(cfg.batch_size, cfg.effective_shard_size))
-    buffers = LocalBuffers(n_shards, params.size, params.dtype)
+    buffers = LocalBuffers(n_shards, cfg.layer_sizes, params.dtype, numpy_update=True)
     replicas = np.empty((cfg.workers or 1, 2, params.size), params.dtype)
     with threadpool_limits(1):
         for epoch in range(1, cfg.epochs + 1):

@@ -13,8 +13,10 @@ arrays' precision: ``((g0 + g1) + ...) / batch``, ``+ wd * p``, ``v * momentum +
 multiply and an add into one fused operation, and the scalars are cast to the arrays' dtype as
 numpy casts them. The tests hold this kernel to the numpy calls bit for bit.
 
-numba compiles the kernel once per dtype on its first call (cached on disk next to this module);
-the workers' forkserver compiles or loads it once for every worker it forks.
+Two kernels share the block's loops: one writes into other vectors (the trainer's double buffers),
+one back into its inputs (a replica's step in place). numba compiles each once per dtype on its
+first call (cached on disk next to this module); the workers' forkserver compiles or loads them
+once for every worker it forks.
 """
 
 from __future__ import annotations
@@ -52,6 +54,51 @@ def compiled(kernel: Callable[..., None]) -> Callable[..., None]:
     return call
 
 
+@numba.njit(inline="always")
+def _block(
+    grads: np.ndarray,
+    rows: int,
+    lo: int,
+    p: np.ndarray,
+    v: np.ndarray,
+    p_out: np.ndarray,
+    v_out: np.ndarray,
+    acc: np.ndarray,
+    batch: float,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    use_momentum: bool,
+    use_weight_decay: bool,
+) -> None:
+    """One block: gradient columns ``lo .. lo + len(p)`` of ``grads[:rows]`` reduced in row
+    order into ``acc``, then the update of (p, v) into (p_out, v_out).
+
+    Each loop touches at most two vectors besides the one it writes, so that LLVM vectorizes it
+    (a loop over more distinct arrays exceeds the overlap checks it will make and runs scalar);
+    the block's ``acc`` stays in the L1 cache between them."""
+    m = len(p)
+    g0 = grads[0, lo : lo + m]
+    for j in range(m):
+        acc[j] = g0[j]
+    for r in range(1, rows):
+        gr = grads[r, lo : lo + m]
+        for j in range(m):
+            acc[j] = acc[j] + gr[j]
+    for j in range(m):
+        acc[j] = acc[j] / batch
+    if use_weight_decay:
+        for j in range(m):
+            acc[j] = acc[j] + weight_decay * p[j]
+    if use_momentum:
+        for j in range(m):
+            acc[j] = v[j] * momentum + acc[j]
+        for j in range(m):
+            v_out[j] = acc[j]
+    for j in range(m):
+        p_out[j] = p[j] - acc[j] * lr
+
+
 @compiled
 def _pass(
     grads: np.ndarray,
@@ -68,37 +115,43 @@ def _pass(
     use_momentum: bool,
     use_weight_decay: bool,
 ) -> None:
-    """grads[:rows, first:first + len(params)] reduced in row order, then the update; the
-    scalars come already cast to the arrays' dtype; without momentum the velocities are left
-    alone, as ``sgd_update`` leaves them."""
+    """grads[:rows, first:first + len(params)] reduced in row order, then the update into
+    other vectors; the scalars come already cast to the arrays' dtype; without momentum the
+    velocities are left alone, as ``sgd_update`` leaves them."""
     acc = np.empty(BLOCK, params.dtype)
-    n = len(params)
-    for start in range(0, n, BLOCK):
-        m = min(BLOCK, n - start)
-        g0 = grads[0, first + start : first + start + m]
-        for j in range(m):
-            acc[j] = g0[j]
-        for r in range(1, rows):
-            gr = grads[r, first + start : first + start + m]
-            for j in range(m):
-                acc[j] = acc[j] + gr[j]
-        p = params[start : start + m]
-        for j in range(m):
-            acc[j] = acc[j] / batch
-        if use_weight_decay:
-            for j in range(m):
-                acc[j] = acc[j] + weight_decay * p[j]
-        p_out = params_out[start : start + m]
-        if use_momentum:
-            v = velocity[start : start + m]
-            v_out = velocity_out[start : start + m]
-            for j in range(m):
-                x = v[j] * momentum + acc[j]
-                v_out[j] = x
-                p_out[j] = p[j] - x * lr
-        else:
-            for j in range(m):
-                p_out[j] = p[j] - acc[j] * lr
+    for a in range(0, len(params), BLOCK):
+        b = min(a + BLOCK, len(params))
+        _block(
+            grads, rows, first + a, params[a:b], velocity[a:b], params_out[a:b],
+            velocity_out[a:b], acc, batch, lr, momentum, weight_decay, use_momentum,
+            use_weight_decay,
+        )  # fmt: skip
+
+
+@compiled
+def _pass_in_place(
+    grads: np.ndarray,
+    rows: int,
+    first: int,
+    params: np.ndarray,
+    velocity: np.ndarray,
+    batch: float,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    use_momentum: bool,
+    use_weight_decay: bool,
+) -> None:
+    """:func:`_pass` writing back into ``params`` and ``velocity``. A kernel of its own: given
+    the same vector as input and output, :func:`_pass` sees them overlap and runs scalar."""
+    acc = np.empty(BLOCK, params.dtype)
+    for a in range(0, len(params), BLOCK):
+        b = min(a + BLOCK, len(params))
+        p, v = params[a:b], velocity[a:b]
+        _block(
+            grads, rows, first + a, p, v, p, v, acc, batch, lr, momentum, weight_decay,
+            use_momentum, use_weight_decay,
+        )  # fmt: skip
 
 
 def reduce_update(
@@ -128,15 +181,36 @@ def reduce_update(
         raise ValueError("the parameter, velocity and output vectors differ in length")
     v = params if velocity is None else velocity  # unread without momentum
     v_out = params_out if velocity_out is None else velocity_out  # unwritten without momentum
-    _pass(
-        grads, len(grads), first, params, v, params_out, v_out, dtype(batch_len), dtype(lr),
-        dtype(momentum), dtype(weight_decay), bool(momentum), bool(weight_decay),
+    scalars = (
+        dtype(batch_len), dtype(lr), dtype(momentum), dtype(weight_decay), bool(momentum),
+        bool(weight_decay),
     )  # fmt: skip
+    p_in, v_in, p_out, v_out_span, g = map(_span, (params, v, params_out, v_out, grads))
+    # The pass reads and writes element by element: an output may be its own input (in place)
+    # and must touch no other input, or it would be corrupted silently.
+    for out, own in ((p_out, p_in), (v_out_span, v_in)):
+        if any(_overlap(out, x) and not out == x == own for x in (p_in, v_in, g)):
+            raise ValueError("an output vector overlaps an input other than its own (in place)")
+    if p_out == p_in and (not momentum or v_out_span == v_in):
+        _pass_in_place(grads, len(grads), first, params, v, *scalars)
+    else:
+        _pass(grads, len(grads), first, params, v, params_out, v_out, *scalars)
+
+
+def _span(a: np.ndarray) -> tuple[int, int]:
+    """The bytes a C-contiguous array occupies, [start, stop)."""
+    start = a.__array_interface__["data"][0]
+    return start, start + a.nbytes
+
+
+def _overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
 
 
 def warm_up() -> None:
-    """Compile (or load from the cache) the kernel for float32 and float64 now, not on the first
+    """Compile (or load from the cache) the kernels for float32 and float64 now, not on the first
     step (the workers' forkserver calls this once for every worker it forks)."""
     for dtype in (np.float32, np.float64):
         grads, vec = np.ones((2, 1), dtype), np.ones(1, dtype)
         reduce_update(grads, 0, vec, vec, vec.copy(), vec.copy(), 1, 0.1, 0.5, 0.1)
+        reduce_update(grads, 0, vec, vec, vec, vec, 1, 0.1, 0.5, 0.1)

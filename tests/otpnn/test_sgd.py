@@ -84,15 +84,17 @@ def test_updating_slices_into_other_buffers_gives_the_same_bits(momentum, weight
     momentum=st.sampled_from([0.0, 0.5, 0.9]),
     weight_decay=st.sampled_from([0.0, 1e-3]),
     batch=st.sampled_from([7, 64, 1000]),
-    form=st.sampled_from(["rows", "vectors"]),
+    form=st.sampled_from(["rows", "rows in place", "rows, velocity in place", "vectors"]),
     seed=st.integers(0, 2**16),
 )
 def test_reduce_and_update_gives_the_whole_vectors_bits(
     n, first, shards, chunk, dtype, lr, momentum, weight_decay, batch, form, seed
 ):
-    """reduce_and_update == reduce_in_order + sgd_update, bit for bit, on both of its paths:
-    rows of an array (the compiled pass, on a slice of columns as a rank updates its slice) and
-    a sequence of vectors (numpy in cache-sized chunks); the velocity untouched without momentum.
+    """reduce_and_update == reduce_in_order + sgd_update, bit for bit, on each of its paths:
+    rows of an array (the compiled pass, on a slice of columns as a rank updates its slice; into
+    other vectors, back into the inputs as a replica's step does, or the parameters into another
+    version and the velocity in place) and a sequence of vectors
+    (numpy in cache-sized chunks); the velocity untouched without momentum.
     Magnitudes spread over many binades, subnormals included, so that any reordering,
     contraction into a fused multiply-add or cast of a scalar at another precision shows."""
     rng = np.random.default_rng(seed)
@@ -109,13 +111,38 @@ def test_reduce_and_update_gives_the_whole_vectors_bits(
                scratch=g)  # fmt: skip
 
     got_p, got_v = np.empty(n, dtype), np.full(n, 7, dtype)
-    path = {"grads": rows, "first": first} if form == "rows" else {"grads": list(grads)}
+    path = {"grads": list(grads)} if form == "vectors" else {"grads": rows, "first": first}
+    if form == "rows in place":
+        got_p[:], got_v[:] = params, velocity if momentum else 7
+        params, velocity = got_p, got_v
+    elif form == "rows, velocity in place":  # the async reference's versions and momentum
+        got_v[:] = velocity if momentum else 7
+        velocity = got_v
     reduce_and_update(
         hyper, path["grads"], params, velocity, batch, params_out=got_p, velocity_out=got_v,
         first=path.get("first", 0), chunk=chunk,
     )  # fmt: skip
     assert got_p.tobytes() == want_p.tobytes()
     assert got_v.tobytes() == want_v.tobytes()  # all 7s still without momentum
+
+
+@pytest.mark.parametrize(
+    "overlap",
+    ["params_out is velocity", "params_out is a shifted params", "velocity_out is the grads"],
+)
+def test_the_pass_refuses_outputs_that_overlap_other_inputs(overlap):
+    """The pass reads and writes element by element: an output that overlaps anything but its
+    own input would be corrupted silently, so it is refused (in place is its own input)."""
+    grads, buf = np.ones((2, 10), np.float32), np.ones(30, np.float32)
+    p, v, p_out, v_out = buf[0:10], buf[10:20], np.ones(10, np.float32), buf[20:30]
+    if overlap == "params_out is velocity":
+        p_out = v
+    elif overlap == "params_out is a shifted params":
+        p_out = buf[1:11]
+    else:
+        v_out = grads[1]
+    with pytest.raises(ValueError, match="overlaps"):
+        fused.reduce_update(grads, 0, p, v, p_out, v_out, 2, 0.1, 0.5, 0.0)
 
 
 def test_rows_of_an_array_take_the_compiled_pass(monkeypatch):

@@ -113,7 +113,7 @@ class RoundRank:
         n_params = arrays.state.shape[2]
         self._lo, self._hi = split(n_params, msg.ranks, msg.rank)
         n_shards = len(shard_bounds(msg.batches.batch_size, msg.batches.shard_size))
-        self._buffers = LocalBuffers(n_shards, n_params, arrays.state.dtype)
+        self._buffers = LocalBuffers(n_shards, side.sizes, arrays.state.dtype)
         self._replica = np.empty((2, n_params), arrays.state.dtype)  # trained here, then shared
 
     def run(self) -> int | None:

@@ -73,7 +73,7 @@ def train_share(
     share message calls this."""
     params, velocity = start[0].copy(), start[1].copy()
     n_shards = -(-max(b.rows for b in batches) // shard_size)
-    buffers = LocalBuffers(n_shards, params.size, params.dtype)
+    buffers = LocalBuffers(n_shards, sizes, params.dtype)
     results = local_steps(
         lr_schedule, sizes, activation, shard_size, params, velocity, images, labels, order,
         batches, buffers,
