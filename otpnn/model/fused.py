@@ -28,6 +28,10 @@ import numpy as np
 
 BLOCK = 4096  # elements per block: the blocks of every vector the pass touches stay in cache
 
+Scalars = tuple[float, float, float, float, bool, bool]
+"""(batch length, lr, momentum, weight decay, use momentum, use weight decay), the four numbers
+already of the arrays' dtype."""
+
 
 def compiled(kernel: Callable[..., None]) -> Callable[..., None]:
     """``kernel`` compiled by numba on its first call and cached on disk; compiled in the
@@ -64,12 +68,7 @@ def _block(
     p_out: np.ndarray,
     v_out: np.ndarray,
     acc: np.ndarray,
-    batch: float,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    use_momentum: bool,
-    use_weight_decay: bool,
+    scalars: Scalars,
 ) -> None:
     """One block: gradient columns ``lo .. lo + len(p)`` of ``grads[:rows]`` reduced in row
     order into ``acc``, then the update of (p, v) into (p_out, v_out).
@@ -77,6 +76,7 @@ def _block(
     Each loop touches at most two vectors besides the one it writes, so that LLVM vectorizes it
     (a loop over more distinct arrays exceeds the overlap checks it will make and runs scalar);
     the block's ``acc`` stays in the L1 cache between them."""
+    batch, lr, momentum, weight_decay, use_momentum, use_weight_decay = scalars
     m = len(p)
     g0 = grads[0, lo : lo + m]
     for j in range(m):
@@ -108,23 +108,17 @@ def _pass(
     velocity: np.ndarray,
     params_out: np.ndarray,
     velocity_out: np.ndarray,
-    batch: float,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    use_momentum: bool,
-    use_weight_decay: bool,
+    scalars: Scalars,
 ) -> None:
     """grads[:rows, first:first + len(params)] reduced in row order, then the update into
-    other vectors; the scalars come already cast to the arrays' dtype; without momentum the
-    velocities are left alone, as ``sgd_update`` leaves them."""
+    other vectors; without momentum the velocities are left alone, as ``sgd_update`` leaves
+    them."""
     acc = np.empty(BLOCK, params.dtype)
     for a in range(0, len(params), BLOCK):
         b = min(a + BLOCK, len(params))
         _block(
             grads, rows, first + a, params[a:b], velocity[a:b], params_out[a:b],
-            velocity_out[a:b], acc, batch, lr, momentum, weight_decay, use_momentum,
-            use_weight_decay,
+            velocity_out[a:b], acc, scalars,
         )  # fmt: skip
 
 
@@ -135,12 +129,7 @@ def _pass_in_place(
     first: int,
     params: np.ndarray,
     velocity: np.ndarray,
-    batch: float,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    use_momentum: bool,
-    use_weight_decay: bool,
+    scalars: Scalars,
 ) -> None:
     """:func:`_pass` writing back into ``params`` and ``velocity``. A kernel of its own: given
     the same vector as input and output, :func:`_pass` sees them overlap and runs scalar."""
@@ -148,10 +137,7 @@ def _pass_in_place(
     for a in range(0, len(params), BLOCK):
         b = min(a + BLOCK, len(params))
         p, v = params[a:b], velocity[a:b]
-        _block(
-            grads, rows, first + a, p, v, p, v, acc, batch, lr, momentum, weight_decay,
-            use_momentum, use_weight_decay,
-        )  # fmt: skip
+        _block(grads, rows, first + a, p, v, p, v, acc, scalars)
 
 
 def reduce_update(
@@ -181,7 +167,8 @@ def reduce_update(
         raise ValueError("the parameter, velocity and output vectors differ in length")
     v = params if velocity is None else velocity  # unread without momentum
     v_out = params_out if velocity_out is None else velocity_out  # unwritten without momentum
-    scalars = (
+    # Cast to the arrays' dtype here, as numpy casts a Python scalar against a float32 array.
+    scalars: Scalars = (
         dtype(batch_len), dtype(lr), dtype(momentum), dtype(weight_decay), bool(momentum),
         bool(weight_decay),
     )  # fmt: skip
@@ -192,9 +179,9 @@ def reduce_update(
         if any(_overlap(out, x) and not out == x == own for x in (p_in, v_in, g)):
             raise ValueError("an output vector overlaps an input other than its own (in place)")
     if p_out == p_in and (not momentum or v_out_span == v_in):
-        _pass_in_place(grads, len(grads), first, params, v, *scalars)
+        _pass_in_place(grads, len(grads), first, params, v, scalars)
     else:
-        _pass(grads, len(grads), first, params, v, params_out, v_out, *scalars)
+        _pass(grads, len(grads), first, params, v, params_out, v_out, scalars)
 
 
 def _span(a: np.ndarray) -> tuple[int, int]:
