@@ -155,7 +155,9 @@ def reduce_update(
     """The pass above (see :func:`otpnn.model.reduce_and_update`, which calls it).
 
     ``grads``: a C-contiguous (shards, N) array whose columns ``first .. first + len(params)``
-    are the gradients of ``params``; every vector a C-contiguous 1-D array of one dtype.
+    are the gradients of ``params``; every vector a C-contiguous 1-D array of one dtype. An
+    output is either its input itself (the same array object: the update in place) or shares
+    no memory with any input.
     """
     dtype, n = params.dtype.type, len(params)
     if momentum and (velocity is None or velocity_out is None):
@@ -172,26 +174,17 @@ def reduce_update(
         dtype(batch_len), dtype(lr), dtype(momentum), dtype(weight_decay), bool(momentum),
         bool(weight_decay),
     )  # fmt: skip
-    p_in, v_in, p_out, v_out_span, g = map(_span, (params, v, params_out, v_out, grads))
-    # The pass reads and writes element by element: an output may be its own input (in place)
-    # and must touch no other input, or it would be corrupted silently.
-    for out, own in ((p_out, p_in), (v_out_span, v_in)):
-        if any(_overlap(out, x) and not out == x == own for x in (p_in, v_in, g)):
+    # The pass reads and writes element by element: an output may be its own input (the same
+    # array object: in place) and must share no memory with any other, or it would be
+    # corrupted silently.
+    for out, own in ((params_out, params), (v_out, v)):
+        others = (x for x in (params, v, grads) if not (x is own and out is own))
+        if any(np.may_share_memory(out, x) for x in others):
             raise ValueError("an output vector overlaps an input other than its own (in place)")
-    if p_out == p_in and (not momentum or v_out_span == v_in):
+    if params_out is params and (not momentum or v_out is v):
         _pass_in_place(grads, len(grads), first, params, v, scalars)
     else:
         _pass(grads, len(grads), first, params, v, params_out, v_out, scalars)
-
-
-def _span(a: np.ndarray) -> tuple[int, int]:
-    """The bytes a C-contiguous array occupies, [start, stop)."""
-    start = a.__array_interface__["data"][0]
-    return start, start + a.nbytes
-
-
-def _overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
-    return a[0] < b[1] and b[0] < a[1]
 
 
 def warm_up() -> None:
