@@ -176,7 +176,9 @@ def reduce_update(
     )  # fmt: skip
     # The pass reads and writes element by element: an output may be its own input (the same
     # array object: in place) and must share no memory with any other, or it would be
-    # corrupted silently.
+    # corrupted silently; so must the two inputs it updates.
+    if momentum and np.may_share_memory(params, v):
+        raise ValueError("the parameter and velocity vectors overlap")
     for out, own in ((params_out, params), (v_out, v)):
         others = (x for x in (params, v, grads) if not (x is own and out is own))
         if any(np.may_share_memory(out, x) for x in others):
@@ -191,6 +193,6 @@ def warm_up() -> None:
     """Compile (or load from the cache) the kernels for float32 and float64 now, not on the first
     step (the workers' forkserver calls this once for every worker it forks)."""
     for dtype in (np.float32, np.float64):
-        grads, vec = np.ones((2, 1), dtype), np.ones(1, dtype)
-        reduce_update(grads, 0, vec, vec, vec.copy(), vec.copy(), 1, 0.1, 0.5, 0.1)
-        reduce_update(grads, 0, vec, vec, vec, vec, 1, 0.1, 0.5, 0.1)
+        grads, p, v = np.ones((2, 1), dtype), np.ones(1, dtype), np.ones(1, dtype)
+        reduce_update(grads, 0, p, v, p.copy(), v.copy(), 1, 0.1, 0.5, 0.1)
+        reduce_update(grads, 0, p, v, p, v, 1, 0.1, 0.5, 0.1)  # in place

@@ -128,7 +128,12 @@ def test_reduce_and_update_gives_the_whole_vectors_bits(
 
 @pytest.mark.parametrize(
     "overlap",
-    ["params_out is velocity", "params_out is a shifted params", "velocity_out is the grads"],
+    [
+        "params_out is velocity",
+        "params_out is a shifted params",
+        "velocity_out is the grads",
+        "velocity is params, in place",
+    ],
 )
 def test_the_pass_refuses_outputs_that_overlap_other_inputs(overlap):
     """The pass reads and writes element by element: an output that overlaps anything but its
@@ -139,9 +144,11 @@ def test_the_pass_refuses_outputs_that_overlap_other_inputs(overlap):
         p_out = v
     elif overlap == "params_out is a shifted params":
         p_out = buf[1:11]
-    else:
+    elif overlap == "velocity_out is the grads":
         v_out = grads[1]
-    with pytest.raises(ValueError, match="overlaps"):
+    else:
+        v = v_out = p_out = p
+    with pytest.raises(ValueError, match="overlap"):
         fused.reduce_update(grads, 0, p, v, p_out, v_out, 2, 0.1, 0.5, 0.0)
 
 
